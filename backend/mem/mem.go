@@ -44,7 +44,7 @@ func DefaultCaps() backend.Caps {
 // Stats counts the operations done on a Backend.
 type Stats struct {
 	Reads, Writes, Zeros, Flushes, Extents int
-	ReadBytes, WriteBytes, ZeroBytes     int64
+	ReadBytes, WriteBytes, ZeroBytes       int64
 }
 
 // chunk is one stored chunk; data == nil means allocated zeros.
