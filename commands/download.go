@@ -1,0 +1,97 @@
+package commands
+
+import (
+	"context"
+	"io"
+
+	"github.com/urfave/cli/v2"
+)
+
+// downloadOptions are the flags of imageio download.
+type downloadOptions struct {
+	transferOptions
+	Conn          connOptions
+	DiskID        string
+	Format        string
+	BackingFile   string
+	BackingFormat string
+	ProxyURL      string
+	KeepPartial   bool
+	Verify        bool
+}
+
+func downloadCommand(g *globalOptions) *cli.Command {
+	opts := &downloadOptions{}
+	flags := []cli.Flag{
+		&cli.StringFlag{Name: "disk-id", Usage: "download the oVirt disk `ID` through the engine", Destination: &opts.DiskID, Category: catEngine},
+		&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Usage: "`FORMAT` of FILE: qcow2 or raw", Value: "qcow2", Destination: &opts.Format},
+		&cli.StringFlag{Name: "backing-file", Usage: "make FILE a qcow2 overlay of `BACKING`; zeros are written so they hide it", Destination: &opts.BackingFile, TakesFile: true},
+		&cli.StringFlag{Name: "backing-format", Usage: "`FORMAT` of the backing file (default: detected)", Destination: &opts.BackingFormat},
+		&cli.StringFlag{Name: "proxy-url", Usage: "imageio proxy `URL` to use when URL cannot be reached", Destination: &opts.ProxyURL, Category: catTransfer},
+		&cli.BoolFlag{Name: "keep-partial", DisableDefaultText: true, Usage: "keep a partly written FILE after a failure or interruption", Destination: &opts.KeepPartial},
+		&cli.BoolFlag{Name: "verify", DisableDefaultText: true, Usage: "compare the checksums of both ends after the copy", Destination: &opts.Verify},
+	}
+	flags = append(flags, connFlags(&opts.Conn)...)
+	flags = append(flags, tlsFlags(&opts.transferOptions)...)
+	flags = append(flags, workerFlags(&opts.transferOptions)...)
+	flags = append(flags, outputFlags(&opts.transferOptions)...)
+	return &cli.Command{
+		Name:      "download",
+		Usage:     "download an image from an imageio transfer URL or an oVirt disk into a local file",
+		ArgsUsage: "URL FILE | --disk-id ID FILE",
+		Description: "FILE is created with qemu-img create (--format, default qcow2); holes and\n" +
+			"zeros are never fetched. Through the engine (--disk-id), the transfer is\n" +
+			"always finalized, even after a failure or an interruption. FILE is removed\n" +
+			"after a failure or interruption unless --keep-partial.",
+		OnUsageError: onUsageError,
+		Flags:        flags,
+		Action: action(func(c *cli.Context) error {
+			opts.Debug = g.Debug
+			opts.InsecureSet = c.IsSet("insecure")
+			opts.Conn.CAFile, opts.Conn.Insecure, opts.Conn.InsecureSet = opts.CAFile, opts.Insecure, opts.InsecureSet
+			return runDownload(c.Context, *opts, c.Args().Slice(), c.App.Writer, c.App.ErrWriter)
+		}),
+	}
+}
+
+// check validates the flags and arguments of download and returns the
+// transfer URL ("" with --disk-id) and the target file.
+func (o *downloadOptions) check(args []string) (url, file string, err error) {
+	switch {
+	case o.DiskID != "" && len(args) == 1:
+		file = args[0]
+	case o.DiskID == "" && len(args) == 2:
+		url, file = args[0], args[1]
+		if !isURL(url) {
+			return "", "", usageErrorf("download: %q is not an http(s) URL", url)
+		}
+		if o.Conn.Profile != "" || o.Conn.EngineURL != "" || o.Conn.Username != "" || o.Conn.PasswordFile != "" {
+			return "", "", usageErrorf("download: a transfer URL does not use the engine; drop the engine flags")
+		}
+	case o.DiskID != "":
+		return "", "", usageErrorf("download: with --disk-id, want one FILE, got %d arguments", len(args))
+	default:
+		return "", "", usageErrorf("download: want URL FILE, or --disk-id ID FILE")
+	}
+	if o.ProxyURL != "" && url == "" {
+		return "", "", usageErrorf("download: --proxy-url goes with a transfer URL; the engine gives its own")
+	}
+	if err := checkFormat("--format", o.Format, false); err != nil {
+		return "", "", err
+	}
+	if o.BackingFile != "" && o.Format != "qcow2" {
+		return "", "", usageErrorf("download: --backing-file needs --format qcow2")
+	}
+	if _, err := o.bufferBytes(); err != nil {
+		return "", "", err
+	}
+	return url, file, nil
+}
+
+// runDownload runs imageio download.
+func runDownload(ctx context.Context, opts downloadOptions, args []string, stdout, stderr io.Writer) error {
+	if _, _, err := opts.check(args); err != nil {
+		return err
+	}
+	return errNotImplemented
+}
