@@ -26,6 +26,8 @@ type connOptions struct {
 	Insecure     bool
 	InsecureSet  bool // --insecure was given (it overrides the profile's secure)
 	UseProxy     bool // --use-proxy
+
+	InactivityTimeout int // --inactivity-timeout, seconds
 }
 
 // engineConn is a resolved engine connection.

@@ -16,6 +16,7 @@ type uploadOptions struct {
 	ProxyURL      string
 	StorageDomain string
 	Name          string
+	Description   string
 	Format        string
 	Preallocated  bool
 	DiskID        string
@@ -30,6 +31,7 @@ func uploadCommand(g *globalOptions) *cli.Command {
 		&cli.StringFlag{Name: "proxy-url", Usage: "imageio proxy `URL` to use when the transfer URL cannot be reached", Destination: &opts.ProxyURL, Category: catTransfer},
 		&cli.StringFlag{Name: "storage-domain", Aliases: []string{"s"}, Usage: "create a new disk on the storage domain `NAME`", Destination: &opts.StorageDomain, Category: catEngine},
 		&cli.StringFlag{Name: "name", Usage: "`NAME` (alias) of the new disk (default: the file name)", Destination: &opts.Name, Category: catEngine},
+		&cli.StringFlag{Name: "description", Usage: "`TEXT` describing the new disk", Destination: &opts.Description, Category: catEngine},
 		&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Usage: "`FORMAT` of the new disk: raw or qcow2 (default: the image's)", Destination: &opts.Format, Category: catEngine},
 		&cli.BoolFlag{Name: "preallocated", DisableDefaultText: true, Usage: "allocate the whole new disk (default: thin)", Destination: &opts.Preallocated, Category: catEngine},
 		&cli.StringFlag{Name: "disk-id", Usage: "upload to the existing disk `ID`", Destination: &opts.DiskID, Category: catEngine},
@@ -77,8 +79,11 @@ func (o *uploadOptions) check(args []string) error {
 	if o.TransferURL != "" && (o.Conn.Profile != "" || o.Conn.EngineURL != "" || o.Conn.Username != "" || o.Conn.PasswordFile != "") {
 		return usageErrorf("upload: --transfer-url does not use the engine; drop the engine flags")
 	}
-	if o.StorageDomain == "" && (o.Name != "" || o.Format != "" || o.Preallocated) {
-		return usageErrorf("upload: --name, --format and --preallocated describe a new disk; they need --storage-domain")
+	if o.StorageDomain == "" && (o.Name != "" || o.Description != "" || o.Format != "" || o.Preallocated) {
+		return usageErrorf("upload: --name, --description, --format and --preallocated describe a new disk; they need --storage-domain")
+	}
+	if o.Conn.InactivityTimeout < 0 {
+		return usageErrorf("upload: --inactivity-timeout %d: want seconds >= 0", o.Conn.InactivityTimeout)
 	}
 	if o.ProxyURL != "" && o.TransferURL == "" {
 		return usageErrorf("upload: --proxy-url goes with --transfer-url; the engine gives its own")
