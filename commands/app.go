@@ -163,7 +163,7 @@ func connFlags(o *connOptions) []cli.Flag {
 		&cli.StringFlag{Name: "engine-url", Usage: "oVirt engine `URL`, like https://engine.example.com", Destination: &o.EngineURL, Category: catEngine},
 		&cli.StringFlag{Name: "username", Usage: "engine user `NAME`, like admin@internal", Destination: &o.Username, Category: catEngine},
 		&cli.StringFlag{Name: "password-file", Usage: "read the engine password from `FILE` (else $" + PasswordEnv + ", the profile or a prompt)", Destination: &o.PasswordFile, TakesFile: true, Category: catEngine},
-		&cli.IntFlag{Name: "inactivity-timeout", Usage: "let the engine cancel the transfer after `SECONDS` without activity (default: the engine's, 60)", Destination: &o.InactivityTimeout, Category: catEngine},
+		&cli.IntFlag{Name: "inactivity-timeout", Usage: "let the engine cancel the transfer after `SECONDS` without activity", Destination: &o.InactivityTimeout, DefaultText: "60", Category: catEngine},
 		&cli.BoolFlag{Name: "use-proxy", DisableDefaultText: true, Usage: "transfer through the engine's imageio proxy (proxy_url) only", Destination: &o.UseProxy, Category: catEngine},
 	}
 }
