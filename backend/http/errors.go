@@ -1,0 +1,204 @@
+package http
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	nethttp "net/http"
+	"net/url"
+	"strings"
+	"syscall"
+
+	"github.com/imageio/imageio/backend"
+)
+
+// Sentinel errors of this package. Callers branch on them with errors.Is.
+var (
+	// ErrForbidden is a 403 from the daemon: the ticket is unknown, expired,
+	// canceled or does not allow the operation.
+	ErrForbidden = errors.New("access forbidden")
+	// ErrNoSpace is a 507 from the daemon: the storage is full.
+	ErrNoSpace = errors.New("no space left on the storage")
+)
+
+// ServerError is an error response from the daemon. Message is the text
+// the daemon sent, with the ticket id redacted.
+type ServerError struct {
+	Op      string // what the client was doing, e.g. "writing 0-4194303"
+	Code    int    // HTTP status
+	Message string
+}
+
+func (e *ServerError) Error() string {
+	msg := e.Message
+	if msg == "" {
+		msg = nethttp.StatusText(e.Code)
+	}
+	return fmt.Sprintf("%s: server returned %d: %s", e.Op, e.Code, msg)
+}
+
+// Unwrap maps the status to this package's and backend's sentinels.
+func (e *ServerError) Unwrap() error {
+	switch e.Code {
+	case nethttp.StatusForbidden:
+		return ErrForbidden
+	case nethttp.StatusRequestedRangeNotSatisfiable:
+		return backend.ErrOutOfRange
+	case nethttp.StatusInsufficientStorage:
+		return ErrNoSpace
+	case nethttp.StatusNotImplemented:
+		return backend.ErrNotSupported
+	}
+	return nil
+}
+
+// transient reports whether retrying the request may succeed.
+func (e *ServerError) transient() bool {
+	return e.Code >= 500 && e.Code != nethttp.StatusNotImplemented &&
+		e.Code != nethttp.StatusInsufficientStorage
+}
+
+// CertificateError says that the daemon's certificate is not trusted by the
+// CA bundle in use.
+type CertificateError struct {
+	URL    string // redacted
+	CAFile string // "" means the system CAs
+	Err    error
+}
+
+func (e *CertificateError) Error() string {
+	ca := "the system CAs"
+	if e.CAFile != "" {
+		ca = fmt.Sprintf("the CA file %q", e.CAFile)
+	}
+	return fmt.Sprintf("connecting to %s: server certificate not trusted by %s (%v); "+
+		"give the CA that signed it with --cafile", e.URL, ca, e.Err)
+}
+
+func (e *CertificateError) Unwrap() error { return e.Err }
+
+// transientError marks an error from the network: the request may succeed
+// when sent again.
+type transientError struct {
+	err error
+	msg string // err's text, redacted
+}
+
+func (e *transientError) Error() string { return e.msg }
+func (e *transientError) Unwrap() error { return e.err }
+
+// isTransient reports whether err is worth a retry.
+func isTransient(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var se *ServerError
+	if errors.As(err, &se) {
+		return se.transient()
+	}
+	var te *transientError
+	return errors.As(err, &te)
+}
+
+// isCertError reports whether err comes from verifying the server
+// certificate.
+func isCertError(err error) bool {
+	var (
+		unknown  x509.UnknownAuthorityError
+		invalid  x509.CertificateInvalidError
+		hostname x509.HostnameError
+		verify   *tls.CertificateVerificationError
+	)
+	return errors.As(err, &unknown) || errors.As(err, &invalid) ||
+		errors.As(err, &hostname) || errors.As(err, &verify)
+}
+
+// isNetError reports whether err looks like a connection failure (used only
+// to classify errors that did not come from the transport itself).
+func isNetError(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNREFUSED)
+}
+
+// redactor hides a ticket id in URLs and messages.
+type redactor struct {
+	secret string // the ticket id; "" when the URL has none
+}
+
+// Redacted replaces the ticket id.
+const Redacted = "***"
+
+func newRedactor(u *url.URL) redactor {
+	p := strings.TrimRight(u.Path, "/")
+	i := strings.LastIndexByte(p, '/')
+	if i < 0 || i == len(p)-1 {
+		return redactor{}
+	}
+	return redactor{secret: p[i+1:]}
+}
+
+// text removes the ticket id from s.
+func (r redactor) text(s string) string {
+	if r.secret == "" {
+		return s
+	}
+	s = strings.ReplaceAll(s, r.secret, Redacted)
+	if esc := url.PathEscape(r.secret); esc != r.secret {
+		s = strings.ReplaceAll(s, esc, Redacted)
+	}
+	return s
+}
+
+// url returns u as a string without the ticket id, user info and query.
+func (r redactor) url(u *url.URL) string {
+	c := *u
+	c.User = nil
+	c.RawQuery = ""
+	c.Fragment = ""
+	c.RawPath = ""
+	if r.secret == "" {
+		return c.String()
+	}
+	// Replace with a placeholder that needs no escaping, then with
+	// Redacted, which url.URL.String would escape.
+	c.Path = strings.ReplaceAll(c.Path, r.secret, "REDACTED")
+	return strings.ReplaceAll(c.String(), "REDACTED", Redacted)
+}
+
+// transportError turns an error from Client.Do or from reading a response
+// body into a redacted error: *url.Error is rebuilt with the redacted URL,
+// certificate errors become *CertificateError, context errors are kept as
+// they are, and the rest is marked transient.
+func (b *Backend) transportError(ctx context.Context, err error) error {
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return ctxErr
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		uu, perr := url.Parse(ue.URL)
+		redacted := b.red.text(ue.URL)
+		if perr == nil {
+			redacted = b.red.url(uu)
+		}
+		err = &url.Error{Op: ue.Op, URL: redacted, Err: ue.Err}
+	}
+	if isCertError(err) {
+		return &CertificateError{URL: b.display, CAFile: b.opts.CAFile, Err: innerCertError(err)}
+	}
+	return &transientError{err: err, msg: b.red.text(err.Error())}
+}
+
+// innerCertError returns the x509 error without the url.Error around it.
+func innerCertError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
