@@ -6,6 +6,9 @@ import (
 	"io"
 	"strings"
 
+	httpbackend "github.com/imageio/imageio/backend/http"
+	"github.com/imageio/imageio/checksum"
+
 	"github.com/urfave/cli/v2"
 )
 
@@ -64,6 +67,53 @@ func runChecksum(ctx context.Context, opts checksumOptions, args []string, stdou
 	if err != nil {
 		return &UsageError{Err: fmt.Errorf("--block-size: %w", err)}
 	}
-	_ = bs
-	return errNotImplemented
+	if bs > checksum.MaxBlockSize {
+		bs = checksum.MaxBlockSize + 1 // reported by Validate
+	}
+	if err := checksum.Validate(opts.Algorithm, int(bs)); err != nil {
+		return &UsageError{Err: fmt.Errorf("checksum: %w", err)}
+	}
+	target := args[0]
+	remote := isURL(target)
+	if remote && opts.Member != "" {
+		return usageErrorf("checksum: --member applies to a local OVA file, not a URL")
+	}
+	if !remote && opts.ProxyURL != "" {
+		return usageErrorf("checksum: --proxy-url applies to a URL")
+	}
+	log := newLogger(stderr, opts.Debug)
+	disp := newProgress(stdout, stderr, chooseDisplay(stderr, opts.Quiet, opts.JSON))
+	defer disp.Close()
+	disp.Phase(phaseComputing)
+	var res checksumResult
+	if remote {
+		res, err = remoteChecksum(ctx, target, opts, int(bs), disp)
+	} else {
+		res, err = localChecksum(ctx, target, opts.Member, opts.Algorithm, int(bs), opts.MaxWorkers, disp, log)
+	}
+	if err != nil {
+		return err
+	}
+	disp.Phase(phaseDone)
+	disp.Close()
+	return writeJSON(stdout, res)
+}
+
+// remoteChecksum asks the daemon serving url for the checksum.
+func remoteChecksum(ctx context.Context, url string, opts checksumOptions, blockSize int, disp *progress) (checksumResult, error) {
+	b, err := httpbackend.Open(ctx, url, httpbackend.Options{
+		CAFile:   opts.CAFile,
+		Insecure: opts.Insecure,
+		ProxyURL: opts.ProxyURL,
+		Notify:   func(msg string) { disp.Printf("imageio: %s", msg) },
+	})
+	if err != nil {
+		return checksumResult{}, err
+	}
+	defer b.Close()
+	sum, err := b.Checksum(ctx, opts.Algorithm, blockSize)
+	if err != nil {
+		return checksumResult{}, err
+	}
+	return checksumResult{Algorithm: opts.Algorithm, BlockSize: blockSize, Checksum: sum}, nil
 }

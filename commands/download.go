@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 
+	"github.com/imageio/imageio/engine"
+
 	"github.com/urfave/cli/v2"
 )
 
@@ -65,7 +67,7 @@ func (o *downloadOptions) check(args []string) (url, file string, err error) {
 		if !isURL(url) {
 			return "", "", usageErrorf("download: %q is not an http(s) URL", url)
 		}
-		if o.Conn.Profile != "" || o.Conn.EngineURL != "" || o.Conn.Username != "" || o.Conn.PasswordFile != "" {
+		if o.Conn.usesEngine() {
 			return "", "", usageErrorf("download: a transfer URL does not use the engine; drop the engine flags")
 		}
 	case o.DiskID != "":
@@ -75,6 +77,12 @@ func (o *downloadOptions) check(args []string) (url, file string, err error) {
 	}
 	if o.ProxyURL != "" && url == "" {
 		return "", "", usageErrorf("download: --proxy-url goes with a transfer URL; the engine gives its own")
+	}
+	if o.Conn.UseProxy && url != "" && o.ProxyURL == "" {
+		return "", "", usageErrorf("download: --use-proxy with a transfer URL needs --proxy-url")
+	}
+	if o.Conn.InactivityTimeout < 0 {
+		return "", "", usageErrorf("download: --inactivity-timeout %d: want seconds >= 0", o.Conn.InactivityTimeout)
 	}
 	if err := checkFormat("--format", o.Format, false); err != nil {
 		return "", "", err
@@ -90,8 +98,84 @@ func (o *downloadOptions) check(args []string) (url, file string, err error) {
 
 // runDownload runs imageio download.
 func runDownload(ctx context.Context, opts downloadOptions, args []string, stdout, stderr io.Writer) error {
-	if _, _, err := opts.check(args); err != nil {
+	url, file, err := opts.check(args)
+	if err != nil {
 		return err
 	}
-	return errNotImplemented
+	bufSize, _ := opts.bufferBytes()
+	log := newLogger(stderr, opts.Debug)
+	disp := newProgress(stdout, stderr, chooseDisplay(stderr, opts.Quiet, opts.JSON))
+	defer disp.Close()
+	req := copyRequest{
+		Path:          file,
+		CAFile:        opts.CAFile,
+		Insecure:      opts.Insecure,
+		Workers:       opts.MaxWorkers,
+		BufferSize:    bufSize,
+		Verify:        opts.Verify,
+		UseProxy:      opts.Conn.UseProxy,
+		Format:        opts.Format,
+		BackingFile:   opts.BackingFile,
+		BackingFormat: opts.BackingFormat,
+		KeepPartial:   opts.KeepPartial,
+		Display:       disp,
+		Log:           log,
+	}
+	res := uploadResult{Result: "ok", File: file}
+	if url != "" {
+		req.URL, req.ProxyURL = url, opts.ProxyURL
+		var cr copyResult
+		cr, err = downloadData(ctx, req)
+		res.fill(cr)
+	} else {
+		err = downloadWithEngine(ctx, opts, req, &res)
+	}
+	if err != nil {
+		return err
+	}
+	disp.Phase(phaseDone)
+	disp.Close()
+	res.Seconds = disp.elapsed()
+	return writeResult(stdout, disp, opts.JSON, res, "downloaded")
+}
+
+// downloadWithEngine starts a download transfer of the disk, copies it and
+// always finalizes the transfer, even after a failure or an interruption.
+func downloadWithEngine(ctx context.Context, opts downloadOptions, req copyRequest, res *uploadResult) (err error) {
+	disp := req.Display
+	c, err := connectEngine(ctx, opts.Conn, req.Log)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	disk, err := c.Disk(ctx, opts.DiskID)
+	if err != nil {
+		return err
+	}
+	res.DiskID = disk.ID
+	req.Size = disk.ProvisionedSize
+	disp.Phase(phaseCreatingTransfer)
+	t, err := c.StartTransfer(ctx, engine.TransferSpec{DiskID: disk.ID, Direction: engine.Download, InactivityTimeout: opts.Conn.InactivityTimeout})
+	if err != nil {
+		return err
+	}
+	res.TransferID = t.ID
+	req.URL, req.ProxyURL = t.TransferURL, t.ProxyURL
+	cr, err := downloadData(ctx, req)
+	res.fill(cr)
+
+	disp.Phase(phaseFinalizing)
+	fctx, cancel := cleanupContext(ctx)
+	defer cancel()
+	ferr := c.Finalize(fctx, t)
+	switch {
+	case err != nil && ferr != nil:
+		disp.Printf("imageio: warning: finalizing image transfer %s: %v", t.ID, ferr)
+		return err
+	case err != nil:
+		return err
+	case ferr != nil:
+		return ferr
+	}
+	return nil
 }
