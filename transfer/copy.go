@@ -1,0 +1,454 @@
+package transfer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/imageio/imageio/backend"
+	"golang.org/x/sync/errgroup"
+)
+
+// Defaults and limits of Options.
+const (
+	DefaultWorkers    = 4
+	DefaultBufferSize = 4 << 20
+	MaxBufferSize     = 32 << 20
+	DefaultMaxRequest = 128 << 20
+)
+
+// Progress is one progress report: the phase ("uploading", "flushing", ...)
+// and the bytes done out of Total for that phase.
+type Progress struct {
+	Phase       string
+	Done, Total int64
+}
+
+// Options tune Copy.
+type Options struct {
+	// Workers is how many requests run at once (default 4), capped by
+	// the target's Caps.MaxWriters and the source's Caps.MaxReaders.
+	Workers int
+	// BufferSize is the size of the pieces data is moved in (default
+	// 4 MiB, at most 32 MiB).
+	BufferSize int
+	// MaxRequest bounds one request (default 128 MiB).
+	MaxRequest int64
+	// Progress, if set, is called as the copy goes on. Calls come from the
+	// workers but never at the same time, and Done never decreases.
+	Progress func(Progress)
+	// Phase names the copy phase in progress reports (default "copying").
+	Phase string
+	// ZeroTarget says the target reads as zeros: zero extents and holes
+	// need no write.
+	ZeroTarget bool
+	// KeepHoles keeps holes on the source as holes on the target: they
+	// are zeroed with punch.
+	KeepHoles bool
+	// SkipHoles leaves the target untouched where the source has holes
+	// (a new overlay whose backing file must show through).
+	SkipHoles bool
+	// Dirty copies only the dirty extents (incremental backup): dirty
+	// data is copied, dirty zeros zeroed, clean extents skipped.
+	Dirty bool
+}
+
+// Stats describe a finished (or failed) copy.
+type Stats struct {
+	Copied, Zeroed, Skipped int64 // bytes
+	Requests                int   // data and zero requests
+	Elapsed                 time.Duration
+	Workers                 int
+}
+
+// ErrSizeMismatch is returned when the target is smaller than the source.
+var ErrSizeMismatch = errors.New("target is smaller than source")
+
+// op is what a job does to its range.
+type op int
+
+const (
+	opCopy op = iota
+	opZero
+	opPunch
+	opSkip
+)
+
+type job struct {
+	op          op
+	off, length int64
+}
+
+// copier is one Copy run.
+type copier struct {
+	dst, src backend.Backend
+	opts     Options
+	bufs     *sync.Pool
+
+	copied, zeroed, skipped atomic.Int64
+	requests                atomic.Int64
+
+	// progressMu serializes progress calls and guards the field that
+	// follows.
+	progressMu sync.Mutex
+	done       int64
+	total      int64
+}
+
+// Copy copies src to dst (the first src.Size() bytes of it) and flushes
+// dst once at the end.
+func Copy(ctx context.Context, dst, src backend.Backend, opts Options) (Stats, error) {
+	start := time.Now()
+	opts = withDefaults(opts, dst, src)
+	stats := Stats{Workers: opts.Workers}
+	size := src.Size()
+	if dst.Size() < size {
+		return stats, fmt.Errorf("copying %d bytes to an image of %d bytes: %w", size, dst.Size(), ErrSizeMismatch)
+	}
+	c := &copier{dst: dst, src: src, opts: opts, bufs: bufferPool(opts.BufferSize), total: size}
+
+	extCtx := backend.ContextZero
+	if opts.Dirty {
+		extCtx = backend.ContextDirty
+	}
+	extents, err := src.Extents(ctx, extCtx)
+	if errors.Is(err, backend.ErrNotSupported) && !opts.Dirty {
+		extents, err = []backend.Extent{{Start: 0, Length: size}}, nil
+	}
+	if err != nil {
+		return stats, fmt.Errorf("reading source extents: %w", err)
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	jobs := make(chan job, 2*opts.Workers)
+	g.Go(func() error {
+		defer close(jobs)
+		return c.produce(gctx, extents, size, jobs)
+	})
+	for range opts.Workers {
+		g.Go(func() error { return c.work(gctx, jobs) })
+	}
+	err = g.Wait()
+	if err == nil {
+		c.setPhase("flushing")
+		if ferr := dst.Flush(ctx); ferr != nil {
+			err = fmt.Errorf("flushing target: %w", ferr)
+		}
+	}
+	if err != nil && ctx.Err() != nil {
+		err = fmt.Errorf("copying: %w", ctx.Err())
+	}
+	stats.Copied, stats.Zeroed, stats.Skipped = c.copied.Load(), c.zeroed.Load(), c.skipped.Load()
+	stats.Requests = int(c.requests.Load())
+	stats.Elapsed = time.Since(start)
+	return stats, err
+}
+
+func withDefaults(o Options, dst, src backend.Backend) Options {
+	if o.Workers <= 0 {
+		o.Workers = DefaultWorkers
+	}
+	if w := dst.Caps().MaxWriters; w > 0 {
+		o.Workers = min(o.Workers, w)
+	}
+	if r := src.Caps().MaxReaders; r > 0 {
+		o.Workers = min(o.Workers, r)
+	}
+	if o.BufferSize <= 0 {
+		o.BufferSize = DefaultBufferSize
+	}
+	o.BufferSize = min(o.BufferSize, MaxBufferSize)
+	if o.MaxRequest <= 0 {
+		o.MaxRequest = DefaultMaxRequest
+	}
+	if o.Phase == "" {
+		o.Phase = "copying"
+	}
+	return o
+}
+
+// classify says what to do with an extent.
+func (c *copier) classify(e backend.Extent) op {
+	o := c.opts
+	if o.Dirty {
+		switch {
+		case !e.Dirty:
+			return opSkip
+		case !e.Zero:
+			return opCopy
+		case o.ZeroTarget:
+			return opSkip
+		}
+		return opZero
+	}
+	switch {
+	case !e.Zero:
+		return opCopy
+	case o.ZeroTarget:
+		return opSkip
+	case e.Hole && o.SkipHoles:
+		return opSkip
+	case e.Hole && o.KeepHoles:
+		return opPunch
+	}
+	return opZero
+}
+
+// produce sends the jobs for extents, split to MaxRequest, clipped to size.
+func (c *copier) produce(ctx context.Context, extents []backend.Extent, size int64, jobs chan<- job) error {
+	var pos int64
+	for _, e := range extents {
+		if e.Start != pos {
+			return fmt.Errorf("source extents have a gap at %d (next starts at %d)", pos, e.Start)
+		}
+		end := min(e.End(), size)
+		kind := c.classify(e)
+		for off := e.Start; off < end; {
+			n := min(end-off, c.opts.MaxRequest)
+			if kind == opSkip {
+				n = end - off
+			}
+			select {
+			case jobs <- job{op: kind, off: off, length: n}:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			off += n
+		}
+		pos = e.End()
+		if pos >= size {
+			break
+		}
+	}
+	if pos < size {
+		return fmt.Errorf("source extents end at %d, before the image size %d", pos, size)
+	}
+	return nil
+}
+
+func (c *copier) work(ctx context.Context, jobs <-chan job) error {
+	for {
+		var j job
+		var ok bool
+		select {
+		case j, ok = <-jobs:
+			if !ok {
+				return nil
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if err := c.do(ctx, j); err != nil {
+			return err
+		}
+	}
+}
+
+func (c *copier) do(ctx context.Context, j job) error {
+	switch j.op {
+	case opSkip:
+		c.skipped.Add(j.length)
+		c.progress(j.length)
+		return nil
+	case opZero, opPunch:
+		c.requests.Add(1)
+		if err := c.dst.Zero(ctx, j.off, j.length, j.op == opPunch); err != nil {
+			return fmt.Errorf("zeroing %d-%d: %w", j.off, j.off+j.length-1, err)
+		}
+		c.zeroed.Add(j.length)
+		c.progress(j.length)
+		return nil
+	}
+	c.requests.Add(1)
+	if err := c.copyRange(ctx, j.off, j.length); err != nil {
+		return fmt.Errorf("copying %d-%d: %w", j.off, j.off+j.length-1, err)
+	}
+	c.copied.Add(j.length)
+	return nil
+}
+
+// copyRange copies data; progress is reported as it goes.
+func (c *copier) copyRange(ctx context.Context, off, length int64) error {
+	bp := c.bufs.Get().(*[]byte)
+	defer c.bufs.Put(bp)
+	buf := *bp
+	if sw, ok := c.dst.(backend.StreamWriter); ok {
+		r := &sourceReader{ctx: ctx, src: c.src, off: off, length: length, buf: buf, progress: c.progress}
+		return sw.WriteFrom(ctx, r, off, length)
+	}
+	if sr, ok := c.src.(backend.StreamReader); ok {
+		w := &targetWriter{ctx: ctx, dst: c.dst, off: off, buf: buf[:min(int64(len(buf)), length)], progress: c.progress}
+		if err := sr.ReadTo(ctx, w, off, length); err != nil {
+			return err
+		}
+		return w.flush()
+	}
+	for done := int64(0); done < length; {
+		n := min(int64(len(buf)), length-done)
+		p := buf[:n]
+		if err := c.src.ReadAt(ctx, p, off+done); err != nil {
+			return fmt.Errorf("reading source: %w", err)
+		}
+		if err := c.dst.WriteAt(ctx, p, off+done); err != nil {
+			return fmt.Errorf("writing target: %w", err)
+		}
+		done += n
+		c.progress(n)
+	}
+	return nil
+}
+
+func (c *copier) progress(n int64) {
+	if c.opts.Progress == nil || n == 0 {
+		return
+	}
+	c.progressMu.Lock()
+	defer c.progressMu.Unlock()
+	c.done += n
+	c.opts.Progress(Progress{Phase: c.opts.Phase, Done: c.done, Total: c.total})
+}
+
+func (c *copier) setPhase(phase string) {
+	if c.opts.Progress == nil {
+		return
+	}
+	c.progressMu.Lock()
+	defer c.progressMu.Unlock()
+	c.opts.Progress(Progress{Phase: phase})
+}
+
+// pools holds one buffer pool per buffer size.
+var pools sync.Map // int -> *sync.Pool
+
+func bufferPool(size int) *sync.Pool {
+	if p, ok := pools.Load(size); ok {
+		return p.(*sync.Pool)
+	}
+	p, _ := pools.LoadOrStore(size, &sync.Pool{New: func() any {
+		b := make([]byte, size)
+		return &b
+	}})
+	return p.(*sync.Pool)
+}
+
+// sourceReader reads [off, off+length) of src, in pieces of len(buf). It
+// is seekable (positions are relative to off), so that the HTTP backend
+// can resend the range after a transient failure. Progress counts each
+// byte once, however often it is read.
+type sourceReader struct {
+	ctx         context.Context
+	src         backend.Backend
+	off, length int64
+	buf         []byte
+	progress    func(int64)
+
+	pos      int64 // next byte to return, relative to off
+	bufStart int64 // range of buf holding data, relative to off
+	bufLen   int64
+	reported int64 // bytes counted in progress
+}
+
+func (r *sourceReader) Read(p []byte) (int, error) {
+	if r.pos >= r.length {
+		return 0, io.EOF
+	}
+	if r.pos < r.bufStart || r.pos >= r.bufStart+r.bufLen {
+		n := min(int64(len(r.buf)), r.length-r.pos)
+		if err := r.src.ReadAt(r.ctx, r.buf[:n], r.off+r.pos); err != nil {
+			r.bufLen = 0
+			return 0, fmt.Errorf("reading source: %w", err)
+		}
+		r.bufStart, r.bufLen = r.pos, n
+	}
+	n := copy(p, r.buf[r.pos-r.bufStart:r.bufLen])
+	r.pos += int64(n)
+	if r.pos > r.reported {
+		r.progress(r.pos - r.reported)
+		r.reported = r.pos
+	}
+	return n, nil
+}
+
+func (r *sourceReader) Seek(offset int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		offset += r.pos
+	case io.SeekEnd:
+		offset += r.length
+	default:
+		return 0, errors.New("seeking: invalid whence")
+	}
+	if offset < 0 {
+		return 0, errors.New("seeking: negative position")
+	}
+	r.pos = offset
+	return offset, nil
+}
+
+// targetWriter writes a stream to dst from off, in pieces of len(buf).
+type targetWriter struct {
+	ctx      context.Context
+	dst      backend.Backend
+	off      int64
+	buf      []byte
+	fill     int
+	progress func(int64)
+}
+
+// ReadFrom reads r into the buffer and writes each full buffer. A read
+// error leaves the partial buffer in place: the caller may continue with
+// another reader holding the following bytes.
+func (w *targetWriter) ReadFrom(r io.Reader) (int64, error) {
+	var total int64
+	for {
+		n, err := r.Read(w.buf[w.fill:])
+		w.fill += n
+		total += int64(n)
+		if w.fill == len(w.buf) {
+			if ferr := w.flush(); ferr != nil {
+				return total, ferr
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+func (w *targetWriter) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		n := copy(w.buf[w.fill:], p)
+		w.fill += n
+		p = p[n:]
+		written += n
+		if w.fill == len(w.buf) {
+			if err := w.flush(); err != nil {
+				return written, err
+			}
+		}
+	}
+	return written, nil
+}
+
+// flush writes the buffered bytes.
+func (w *targetWriter) flush() error {
+	if w.fill == 0 {
+		return nil
+	}
+	if err := w.dst.WriteAt(w.ctx, w.buf[:w.fill], w.off); err != nil {
+		return fmt.Errorf("writing target: %w", err)
+	}
+	w.off += int64(w.fill)
+	w.progress(int64(w.fill))
+	w.fill = 0
+	return nil
+}

@@ -1,0 +1,20 @@
+// Package transfer is the client copy engine: it moves an image between two
+// backend.Backends, driven by the source's extents, with several workers.
+// It never prints; progress is reported as data through a callback.
+//
+// Copy is the core: one producer walks the source extents (split into
+// requests of at most Options.MaxRequest bytes) and feeds N workers. Data
+// extents are copied, zero extents zeroed (or skipped when the target
+// already reads as zeros), holes kept as holes where asked. When the target
+// is a backend.StreamWriter (the HTTP backend), each data request is one
+// streamed PUT whose body is read from the source in BufferSize pieces;
+// when the source is a backend.StreamReader, each is one GET written to the
+// target in BufferSize pieces; otherwise ReadAt/WriteAt in BufferSize
+// chunks. Buffers come from a pool. The first error cancels the other
+// workers. One flush ends the copy.
+//
+// Upload and Download build on Copy: they open the daemon's image with the
+// HTTP backend and the local image through a private qemu-nbd (package
+// nbdlocal and backend/nbd), and can verify the result with the block
+// checksum of both ends.
+package transfer
