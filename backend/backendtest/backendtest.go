@@ -67,6 +67,7 @@ func Run(t *testing.T, open Opener) {
 		{"Canceled", testCanceled},
 		{"ConcurrentReadersWriters", testConcurrent},
 		{"ConcurrentUnalignedWriters", testConcurrentUnaligned},
+		{"RandomOps", testRandomOps},
 		{"Close", testClose},
 	}
 	for _, tc := range tests {
@@ -565,6 +566,44 @@ func testConcurrentUnaligned(t *testing.T, open Opener) {
 	m.write(data, 1<<20)
 	m.zero(3<<20, region)
 	verify(t, b, m)
+}
+
+// testRandomOps runs a seeded sequence of writes, zeroes and reads at
+// random offsets and lengths against a model of the content.
+func testRandomOps(t *testing.T, open Opener) {
+	ctx := context.Background()
+	b := openWritable(t, open, Size)
+	m := make(model, Size)
+	rng := rand.New(rand.NewPCG(42, 4242))
+	data := randomBytes(256<<10, 81)
+	buf := make([]byte, 256<<10+1)
+	deadline := time.Now().Add(time.Minute)
+	for i := 0; i < 400 && time.Now().Before(deadline); i++ {
+		n := rng.Int64N(int64(len(data)))
+		if rng.IntN(4) == 0 {
+			n = rng.Int64N(4096) // small ones often
+		}
+		off := rng.Int64N(Size - n + 1)
+		switch rng.IntN(3) {
+		case 0:
+			// A sub-slice at a random start, so buffer addresses vary.
+			k := rng.Int64N(int64(len(data)) - n + 1)
+			mustWrite(t, b, m, data[k:k+n], off)
+		case 1:
+			mustZero(t, b, m, off, n, rng.IntN(2) == 0)
+		case 2:
+			k := rng.Int64N(int64(len(buf)) - n)
+			p := buf[k : k+n]
+			if err := b.ReadAt(ctx, p, off); err != nil {
+				t.Fatalf("op %d: reading %d bytes at %d: %v", i, n, off, err)
+			}
+			if j := firstDiff(p, m[off:off+n]); j >= 0 {
+				t.Fatalf("op %d: reading %d bytes at %d: differs at %d", i, n, off, off+int64(j))
+			}
+		}
+	}
+	verify(t, b, m)
+	checkExtents(t, b, m, backend.ContextZero)
 }
 
 func testClose(t *testing.T, open Opener) {

@@ -12,6 +12,7 @@ import (
 	"github.com/imageio/imageio/backend"
 	"github.com/imageio/imageio/backend/backendtest"
 	"github.com/imageio/imageio/backend/file"
+	"github.com/imageio/imageio/checksum"
 )
 
 // newImage creates an empty sparse file of size bytes.
@@ -345,5 +346,35 @@ func BenchmarkWriteAt(b *testing.B) {
 				off = (off + int64(len(tc.buf))) % (size - 8<<20)
 			}
 		})
+	}
+}
+
+func TestChecksumOverFile(t *testing.T) {
+	ctx := context.Background()
+	const size = 9<<20 + 4096 + 100
+	path := newImage(t, size)
+	want := make([]byte, size)
+	for i := range 2 << 20 {
+		want[1<<20+i] = byte(i*31 + 7)
+	}
+	want[size-1] = 9
+	if err := os.WriteFile(path, want, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b, err := file.Open(path, file.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	got, err := checksum.Compute(ctx, b, "sha256", 2<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := checksum.Sum(bytes.NewReader(want), "sha256", 2<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != sum {
+		t.Errorf("Compute over the file: got %s, want %s", got.Checksum, sum.Checksum)
 	}
 }
