@@ -606,5 +606,3 @@ func TestBinaryFromEnv(t *testing.T) {
 		t.Error(err)
 	}
 }
-
-
