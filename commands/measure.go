@@ -2,7 +2,10 @@ package commands
 
 import (
 	"context"
+	"fmt"
 	"io"
+
+	"github.com/imageio/imageio/qemuimg"
 
 	"github.com/urfave/cli/v2"
 )
@@ -45,7 +48,18 @@ func runMeasure(ctx context.Context, opts measureOptions, args []string, stdout,
 	if err := checkFormat("--format", opts.Format, false); err != nil {
 		return err
 	}
-	return errNotImplemented
+	m, err := qemuimg.Measure(ctx, args[0], opts.Format, qemuimg.Options{Member: opts.Member})
+	if err != nil {
+		return err
+	}
+	if opts.JSON {
+		return writeRawJSON(stdout, m.JSON)
+	}
+	_, err = fmt.Fprintf(stdout, "required size:         %s\nfully allocated size:  %s\n", humanBytes(m.Required), humanBytes(m.FullyAllocated))
+	if err != nil {
+		return fmt.Errorf("writing output: %w", err)
+	}
+	return nil
 }
 
 // checkFormat validates a disk format flag: raw or qcow2 ("" only when
