@@ -2,9 +2,13 @@ package commands
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"log/slog"
+	"os"
 
 	"github.com/imageio/imageio/engine"
+	"github.com/imageio/imageio/qemuimg"
 )
 
 // copyRequest is what upload and download hand to the transfer package.
@@ -57,9 +61,35 @@ func downloadData(ctx context.Context, req copyRequest) (copyResult, error) {
 	return copyResult{}, errNotImplemented
 }
 
-// inspectImage learns what the engine needs to plan a disk for the image.
+// inspectImage learns what the engine needs to plan a disk for the image:
+// format and virtual size (qemu-img info), the qcow2 size needed
+// (qemu-img measure) and whether a raw image is an ISO.
 func inspectImage(ctx context.Context, path, member string) (engine.ImageFacts, error) {
-	return engine.ImageFacts{}, errNotImplemented
+	opt := qemuimg.Options{Member: member}
+	info, err := qemuimg.Info(ctx, path, opt)
+	if err != nil {
+		return engine.ImageFacts{}, err
+	}
+	m, err := qemuimg.Measure(ctx, path, "qcow2", opt)
+	if err != nil {
+		return engine.ImageFacts{}, err
+	}
+	facts := engine.ImageFacts{Format: info.Format, VirtualSize: info.VirtualSize, Required: m.Required}
+	if info.Format == "raw" {
+		f, err := os.Open(path)
+		if err != nil {
+			return engine.ImageFacts{}, fmt.Errorf("inspecting image: %w", err)
+		}
+		defer f.Close()
+		var r io.ReaderAt = f
+		if member != "" {
+			r = io.NewSectionReader(f, info.MemberOffset, info.MemberSize)
+		}
+		if facts.ISO, err = engine.IsISO(r); err != nil {
+			return engine.ImageFacts{}, fmt.Errorf("inspecting %q: %w", path, err)
+		}
+	}
+	return facts, nil
 }
 
 // localChecksum computes the checksum of a local image (or OVA member).

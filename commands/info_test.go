@@ -192,3 +192,39 @@ func TestInfoBadInput(t *testing.T) {
 		})
 	}
 }
+
+func TestInspectImage(t *testing.T) {
+	testutil.Need(t, "qemu-img", "qemu-io")
+	dir := t.TempDir()
+	qcow := sampleImage(t, dir, "disk.qcow2", "qcow2")
+	raw := sampleImage(t, dir, "disk.raw", "raw")
+	iso := filepath.Join(dir, "cd.iso")
+	isoData := make([]byte, 64<<10)
+	copy(isoData[0x8001:], "CD001")
+	if err := os.WriteFile(iso, isoData, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ovaPath := filepath.Join(dir, "vm.ova")
+	makeOVA(t, ovaPath, qcow, iso)
+	cases := []struct {
+		name, path, member, format string
+		iso                        bool
+	}{
+		{"qcow2", qcow, "", "qcow2", false},
+		{"raw", raw, "", "raw", false},
+		{"iso", iso, "", "raw", true},
+		{"ova qcow2", ovaPath, "disk.qcow2", "qcow2", false},
+		{"ova iso", ovaPath, "cd.iso", "raw", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := inspectImage(context.Background(), tc.path, tc.member)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f.Format != tc.format || f.ISO != tc.iso || f.VirtualSize <= 0 || f.Required <= 0 {
+				t.Errorf("got %+v, want format %s, iso %v and sizes", f, tc.format, tc.iso)
+			}
+		})
+	}
+}
