@@ -1,0 +1,197 @@
+package daemon
+
+import (
+	"context"
+	"log/slog"
+	"math"
+	"net"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/imageio/imageio/backend"
+	"github.com/imageio/imageio/ticket"
+)
+
+// timeoutConn gives every Read and Write its own deadline, timeout from
+// the start of the call, like a Python socket timeout: an idle or very slow
+// client is dropped, a busy one never. Deadlines set explicitly (by
+// net/http or crypto/tls) take precedence until they are cleared.
+type timeoutConn struct {
+	net.Conn
+
+	// mu guards the fields that follow.
+	mu            sync.Mutex
+	timeout       time.Duration
+	readDeadline  time.Time // explicit, zero when unset
+	writeDeadline time.Time
+}
+
+func (c *timeoutConn) setTimeout(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.timeout = d
+}
+
+func (c *timeoutConn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	d := c.readDeadline
+	if d.IsZero() {
+		d = time.Now().Add(c.timeout)
+	}
+	// Set under mu so that a concurrent SetReadDeadline (net/http aborting
+	// its background read) is never overwritten by a later future deadline.
+	err := c.Conn.SetReadDeadline(d)
+	c.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *timeoutConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	d := c.writeDeadline
+	if d.IsZero() {
+		d = time.Now().Add(c.timeout)
+	}
+	err := c.Conn.SetWriteDeadline(d)
+	c.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *timeoutConn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.readDeadline, c.writeDeadline = t, t
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *timeoutConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.readDeadline = t
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *timeoutConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.writeDeadline = t
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// timeoutListener wraps accepted connections in timeoutConn.
+type timeoutListener struct {
+	net.Listener
+	timeout time.Duration
+}
+
+func (l *timeoutListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &timeoutConn{Conn: c, timeout: l.timeout}, nil
+}
+
+// connBackend is a backend opened for one connection and one ticket. Close
+// may be called twice (by the ticket's cancel and by the connection).
+type connBackend struct {
+	backend.Backend
+	bufferSize int
+	once       sync.Once
+	err        error
+}
+
+func (b *connBackend) Close() error {
+	b.once.Do(func() { b.err = b.Backend.Close() })
+	return b.err
+}
+
+// opStats accumulates one kind of operation on a connection.
+type opStats struct {
+	ops   int
+	bytes int64
+	time  time.Duration
+}
+
+// connState is the daemon's state of one client connection.
+type connState struct {
+	// ctx is the server's base context: canceled when a shutdown cuts
+	// requests, not when the client goes away, so an operation can finish
+	// writing what a client sent before disconnecting.
+	ctx    context.Context
+	id     uint64
+	client string
+	conn   *timeoutConn
+	start  time.Time
+
+	// mu guards the fields that follow.
+	mu       sync.Mutex
+	backends map[*ticket.Ticket]*connBackend
+	stats    map[string]*opStats
+}
+
+func (cs *connState) backend(t *ticket.Ticket) *connBackend {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	return cs.backends[t]
+}
+
+func (cs *connState) addBackend(t *ticket.Ticket, b *connBackend) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	cs.backends[t] = b
+}
+
+// record adds one operation of kind to the connection's statistics.
+func (cs *connState) record(kind string, bytes int64, d time.Duration) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	s := cs.stats[kind]
+	if s == nil {
+		s = &opStats{}
+		cs.stats[kind] = s
+	}
+	s.ops++
+	s.bytes += bytes
+	s.time += d
+}
+
+// close releases the connection's backends and logs its statistics.
+func (cs *connState) close(log *slog.Logger) {
+	cs.mu.Lock()
+	backends := cs.backends
+	cs.backends = nil
+	kinds := make([]string, 0, len(cs.stats))
+	for k := range cs.stats {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	attrs := []any{"connection", cs.id, "client", cs.client, "seconds", round(time.Since(cs.start).Seconds())}
+	for _, k := range kinds {
+		s := cs.stats[k]
+		g := []any{"ops", s.ops, "seconds", round(s.time.Seconds())}
+		if s.bytes > 0 {
+			g = append(g, "bytes", s.bytes)
+			if s.time > 0 {
+				g = append(g, "mib_per_s", round(float64(s.bytes)/(1<<20)/s.time.Seconds()))
+			}
+		}
+		attrs = append(attrs, slog.Group(k, g...))
+	}
+	cs.mu.Unlock()
+	for t, b := range backends {
+		t.Detach(cs.id)
+		if err := b.Close(); err != nil {
+			log.Warn("closing backend", "connection", cs.id, "transfer", t.TransferID, "err", err)
+		}
+	}
+	log.Info("CLOSE", attrs...)
+}
+
+func round(f float64) float64 { return math.Round(f*1000) / 1000 }
