@@ -82,7 +82,11 @@ func runChecksum(ctx context.Context, opts checksumOptions, args []string, stdou
 		return usageErrorf("checksum: --proxy-url applies to a URL")
 	}
 	log := newLogger(stderr, opts.Debug)
-	disp := newProgress(stdout, stderr, chooseDisplay(stderr, opts.Quiet, opts.JSON))
+	mode := chooseDisplay(stderr, opts.Quiet, opts.JSON)
+	if mode == displayText {
+		mode = displayNone // one short phase: no lines in logs
+	}
+	disp := newProgress(stdout, stderr, mode)
 	defer disp.Close()
 	disp.Phase(phaseComputing)
 	var res checksumResult

@@ -6,8 +6,12 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync/atomic"
 
+	nbdbackend "github.com/imageio/imageio/backend/nbd"
+	"github.com/imageio/imageio/checksum"
 	"github.com/imageio/imageio/engine"
+	"github.com/imageio/imageio/nbdlocal"
 	"github.com/imageio/imageio/qemuimg"
 )
 
@@ -92,7 +96,34 @@ func inspectImage(ctx context.Context, path, member string) (engine.ImageFacts, 
 	return facts, nil
 }
 
-// localChecksum computes the checksum of a local image (or OVA member).
-func localChecksum(ctx context.Context, path, member, algorithm string, blockSize, workers int, disp *progress, log *slog.Logger) (checksumResult, error) {
-	return checksumResult{}, errNotImplemented
+// localChecksum computes the checksum of a local image (or OVA member),
+// read through a private read-only qemu-nbd.
+func localChecksum(ctx context.Context, path, member, algorithm string, blockSize, workers int, disp *progress, log *slog.Logger) (_ checksumResult, err error) {
+	srv, err := nbdlocal.Start(ctx, nbdlocal.Config{Path: path, Member: member, ReadOnly: true, Shared: workers + 1})
+	if err != nil {
+		return checksumResult{}, err
+	}
+	defer func() {
+		if serr := srv.Stop(); serr != nil && err == nil {
+			err = serr
+		}
+	}()
+	log.Debug("serving image", "path", path, "member", member, "format", srv.Format(), "nbd", srv.URL())
+	b, err := nbdbackend.Open(ctx, srv.URL(), nbdbackend.Options{ReadOnly: true})
+	if err != nil {
+		return checksumResult{}, err
+	}
+	defer b.Close()
+	size := b.Size()
+	var done atomic.Int64
+	res, err := checksum.ComputeWithOptions(ctx, b, checksum.Options{
+		Algorithm: algorithm,
+		BlockSize: blockSize,
+		Workers:   workers,
+		Progress:  func(n int64) { disp.Update(done.Add(n), size) },
+	})
+	if err != nil {
+		return checksumResult{}, fmt.Errorf("computing checksum of %q: %w", path, err)
+	}
+	return checksumResult{Algorithm: res.Algorithm, BlockSize: res.BlockSize, Checksum: res.Checksum}, nil
 }

@@ -123,13 +123,15 @@ func (p *progress) Phase(name string) {
 		return
 	}
 	p.phase = name
-	p.done = 0
+	p.done, p.size = 0, 0
 	p.lastPct = -1
 	switch p.mode {
 	case displayJSON:
 		p.emitLocked()
 	case displayText:
-		fmt.Fprintf(p.stderr, "[ %6.1f ] %s\n", time.Since(p.start).Seconds(), name)
+		if name != phaseDone { // the summary line says it
+			fmt.Fprintf(p.stderr, "[ %6.1f ] %s\n", time.Since(p.start).Seconds(), name)
+		}
 	case displayBar:
 		if p.bar == nil {
 			p.startBarLocked()

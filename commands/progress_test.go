@@ -100,7 +100,7 @@ func TestProgressText(t *testing.T) {
 		t.Errorf("stdout %q, want nothing", out.String())
 	}
 	lines := strings.Split(strings.TrimSpace(errOut.String()), "\n")
-	if len(lines) != 3 || !strings.HasSuffix(lines[0], phaseInspecting) || lines[1] != "warning: something" || !strings.HasSuffix(lines[2], phaseDone) {
+	if len(lines) != 2 || !strings.HasSuffix(lines[0], phaseInspecting) || lines[1] != "warning: something" {
 		t.Errorf("stderr lines %q", lines)
 	}
 }
