@@ -36,7 +36,7 @@ func (s *Service) checksum(w http.ResponseWriter, r *request, id string) error {
 	if err := checksum.Validate(algorithm, blockSize); err != nil {
 		return &httpError{Code: http.StatusBadRequest, Msg: err.Error()}
 	}
-	t, b, err := s.authorize(r.Context(), r, ticket.OpRead)
+	t, b, err := s.authorize(r, ticket.OpRead)
 	if err != nil {
 		// Unlike images and extents, the reference keeps the
 		// connection after a checksum 403.

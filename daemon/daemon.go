@@ -46,7 +46,7 @@ type Daemon struct {
 // Listen binds the listeners of the services enabled in cfg and returns
 // the daemon ready to Run. The control service listens only on a Unix
 // socket or on the loopback address.
-func Listen(cfg config.Config, opts Options) (d *Daemon, err error) {
+func Listen(cfg config.Config, opts Options) (_ *Daemon, err error) {
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -55,7 +55,7 @@ func Listen(cfg config.Config, opts Options) (d *Daemon, err error) {
 	if schemes == nil {
 		schemes = DefaultSchemes(cfg)
 	}
-	d = &Daemon{
+	d := &Daemon{
 		Tickets: ticket.NewStore(ticket.Config{MaxConnections: cfg.Daemon.MaxConnections}),
 		log:     log,
 	}

@@ -14,7 +14,7 @@ func (s *Service) extents(w http.ResponseWriter, r *request, id string) error {
 	if id == "" {
 		return errorf(http.StatusBadRequest, "Ticket id is required")
 	}
-	t, b, err := s.authorize(r.Context(), r, ticket.OpRead)
+	t, b, err := s.authorize(r, ticket.OpRead)
 	if err != nil {
 		return closeOnAuthError(err)
 	}

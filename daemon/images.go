@@ -31,7 +31,7 @@ var (
 // authorize checks the ticket for op and returns it with this connection's
 // backend for it, opening the backend on the connection's first request
 // for the ticket.
-func (s *Service) authorize(ctx context.Context, r *request, op string) (*ticket.Ticket, *connBackend, error) {
+func (s *Service) authorize(r *request, op string) (*ticket.Ticket, *connBackend, error) {
 	t, err := s.cfg.Tickets.Authorize(r.id, op)
 	if err != nil {
 		return nil, nil, err
@@ -46,7 +46,8 @@ func (s *Service) authorize(ctx context.Context, r *request, op string) (*ticket
 	if !ok {
 		return nil, nil, fmt.Errorf("opening backend: no backend for scheme %q", ticket.Scheme(t.URL))
 	}
-	be, err := sch.Open(ctx, t)
+	// The backend lives as long as the connection, not the request.
+	be, err := sch.Open(r.conn.ctx, t)
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening %s backend for transfer %s: %w", ticket.Scheme(t.URL), t.TransferID, err)
 	}
@@ -102,7 +103,7 @@ func (s *Service) options(w http.ResponseWriter, r *request, id string) error {
 		allow = []string{"OPTIONS", "GET", "PUT", "PATCH"}
 		resp.Features = writeFeatures
 	} else {
-		t, b, err := s.authorize(r.Context(), r, ticket.OpRead)
+		t, b, err := s.authorize(r, ticket.OpRead)
 		if err != nil {
 			return closeOnAuthError(err)
 		}
@@ -163,7 +164,7 @@ func (s *Service) get(w http.ResponseWriter, r *request, id string) error {
 		}
 		rng = &br
 	}
-	t, b, err := s.authorize(r.Context(), r, ticket.OpRead)
+	t, b, err := s.authorize(r, ticket.OpRead)
 	if err != nil {
 		return closeOnAuthError(err)
 	}
@@ -299,7 +300,7 @@ func (s *Service) put(w http.ResponseWriter, r *request, id string) error {
 	if err != nil {
 		return err
 	}
-	t, b, err := s.authorize(r.Context(), r, ticket.OpWrite)
+	t, b, err := s.authorize(r, ticket.OpWrite)
 	if err != nil {
 		return closeOnAuthError(err)
 	}
@@ -458,7 +459,7 @@ func (s *Service) zero(r *request, msg map[string]any) error {
 	if err != nil {
 		return err
 	}
-	t, b, err := s.authorize(r.Context(), r, ticket.OpWrite)
+	t, b, err := s.authorize(r, ticket.OpWrite)
 	if err != nil {
 		return closeOnAuthError(err)
 	}
@@ -503,7 +504,7 @@ func (s *Service) zero(r *request, msg map[string]any) error {
 }
 
 func (s *Service) flush(r *request) error {
-	t, b, err := s.authorize(r.Context(), r, ticket.OpWrite)
+	t, b, err := s.authorize(r, ticket.OpWrite)
 	if err != nil {
 		return closeOnAuthError(err)
 	}
