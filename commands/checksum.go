@@ -96,7 +96,7 @@ func runChecksum(ctx context.Context, opts checksumOptions, args []string, stdou
 		res, err = localChecksum(ctx, target, opts.Member, opts.Algorithm, int(bs), opts.MaxWorkers, disp, log)
 	}
 	if err != nil {
-		return err
+		return explain(err)
 	}
 	disp.Phase(phaseDone)
 	disp.Close()

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"syscall"
 
+	httpbackend "github.com/imageio/imageio/backend/http"
 	"golang.org/x/sys/unix"
 )
 
@@ -127,6 +128,18 @@ func withSignal(ctx context.Context, err error) error {
 	}
 	if errors.As(context.Cause(ctx), &sig) {
 		return &SignalError{Signal: sig.Signal, Err: err}
+	}
+	return err
+}
+
+// explain adds a hint for users to errors whose cause is not obvious from
+// the server's message.
+func explain(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, httpbackend.ErrForbidden):
+		return fmt.Errorf("%w (the transfer ticket is unknown, expired or finished)", err)
 	}
 	return err
 }
