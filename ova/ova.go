@@ -388,7 +388,7 @@ func checkHeader(hdr []byte) error {
 		signed += int64(int8(b))
 	}
 	if want != unsigned && want != signed {
-		return fmt.Errorf("bad checksum (%d, want %d)", want, unsigned)
+		return fmt.Errorf("the header checksum %d does not match the header (%d)", want, unsigned)
 	}
 	return nil
 }

@@ -153,6 +153,11 @@ func openSource(ctx context.Context, path string, opt Options) (Source, error) {
 		return Source{}, err
 	}
 	src.Member, src.MemberOffset, src.MemberSize = opt.Member, m.Offset, m.Size
+	if m.Size%512 != 0 {
+		// qemu reads images in sectors; no disk image has such a size.
+		return Source{}, fmt.Errorf("opening %q in %q: %w: its size %d is not a multiple of 512",
+			opt.Member, path, ErrNotImage, m.Size)
+	}
 	if src.Format == "" {
 		// Probe the member's format on the raw node alone.
 		raw := src.Spec()

@@ -545,6 +545,7 @@ func TestErrors(t *testing.T) {
 		{"directory", im.dir, Options{}, ErrNotImage, im.dir},
 		{"unknown member", im.ova, Options{Member: "disk.vmdk"}, ova.ErrMemberNotFound, "disk.qcow2"},
 		{"not an OVA", notTar, Options{Member: "disk.qcow2"}, ova.ErrNotTar, notTar},
+		{"member not an image", im.ova, Options{Member: "vm.ovf"}, ErrNotImage, "vm.ovf"},
 		{"corrupt qcow2", corrupt, Options{}, nil, "qcow2"},
 		{"bad format", im.raw, Options{Format: `qcow2","x`}, ErrInvalidFormat, ""},
 		{"wrong forced format", im.raw, Options{Format: "qcow2"}, nil, "Image is not in qcow2 format"},
