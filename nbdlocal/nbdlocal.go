@@ -60,7 +60,7 @@ var ErrExited = errors.New("qemu-nbd exited")
 type Config struct {
 	Path     string // image file, or the OVA holding Member
 	Format   string // qemu format; "" probes it with qemu-img info
-	Member   string // disk inside the OVA at Path, served in place
+	Member   string // disk inside the OVA at Path, served in place (it cannot grow)
 	ReadOnly bool
 	Shared   int    // clients allowed at once (--shared); 0 is DefaultShared
 	Bitmap   string // dirty bitmap to export (--bitmap)
@@ -104,8 +104,9 @@ func Binary() string {
 	return "qemu-nbd"
 }
 
-// Start starts qemu-nbd for cfg and waits until it accepts connections. The
-// server runs until Stop is called or ctx is done.
+// Start starts qemu-nbd for cfg and waits until it serves. ctx bounds the
+// server's whole life, not only the start: the server runs until Stop is
+// called or ctx is done, whichever comes first.
 func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Path == "" {
 		return nil, errors.New("starting qemu-nbd: no image path")

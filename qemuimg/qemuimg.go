@@ -332,7 +332,7 @@ func Measure(ctx context.Context, path, dstFormat string, opt Options) (*Measure
 	if dstFormat != "raw" && dstFormat != "qcow2" {
 		return nil, fmt.Errorf("measuring %q: %w: %q (want raw or qcow2)", path, ErrInvalidFormat, dstFormat)
 	}
-	src, err := SourceOf(ctx, path, opt)
+	src, err := openSource(ctx, path, opt)
 	if err != nil {
 		return nil, fmt.Errorf("measuring image: %w", err)
 	}
@@ -483,7 +483,7 @@ type MapEntry struct {
 
 // Map lists the allocation of the image at path (qemu-img map).
 func Map(ctx context.Context, path string, opt Options) ([]MapEntry, error) {
-	src, err := SourceOf(ctx, path, opt)
+	src, err := openSource(ctx, path, opt)
 	if err != nil {
 		return nil, fmt.Errorf("mapping image: %w", err)
 	}
