@@ -1,0 +1,397 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Goals from the issues, checked against the medians.
+const (
+	goalHTTPSRatio  = 1.25     // HTTPS upload/download time over qemu-img convert
+	goalUnixRatio   = 1.10     // Unix socket upload/download time over qemu-img convert
+	goalDaemonCPU   = 0.5      // daemon CPU seconds per GiB of data over HTTPS
+	goalRSS         = 48 << 20 // client and daemon peak RSS
+	goalFlatRSSSlop = 4 << 20  // how much more the sparse image may take
+)
+
+// row is the medians of one scenario on one image.
+type row struct {
+	Image    string `json:"image"`
+	Scenario string `json:"scenario"`
+	Runs     int    `json:"runs"` // successful runs the medians are over
+	// Ratio is Wall over qemu-img convert's on the same image (0 if unknown).
+	Ratio          float64 `json:"ratio_to_convert"`
+	Wall           float64 `json:"wall_s"`
+	DataGiBps      float64 `json:"data_gib_per_s"`
+	ClientCPU      float64 `json:"client_cpu_s"`
+	ClientChildCPU float64 `json:"client_child_cpu_s"`
+	DaemonCPU      float64 `json:"daemon_cpu_s"`
+	// DaemonCPUPerGiB is daemon CPU seconds per GiB of image data.
+	DaemonCPUPerGiB float64 `json:"daemon_cpu_s_per_data_gib"`
+	ServerCPU       float64 `json:"server_cpu_s"`
+	TotalCPU        float64 `json:"total_cpu_s"`
+	ClientRSS       int64   `json:"client_rss"`
+	ClientTreeRSS   int64   `json:"client_tree_rss"`
+	DaemonRSS       int64   `json:"daemon_rss"`
+	Verified        bool    `json:"verified"`
+	// Note says why a row has no numbers ("skipped: ..." or "error: ...").
+	Note string `json:"note,omitempty"`
+
+	daemon bool
+}
+
+// goal is one target of the issues and whether the run met it.
+type goal struct {
+	What string `json:"what"`
+	Want string `json:"want"`
+	Got  string `json:"got"`
+	Met  bool   `json:"met"`
+}
+
+// report is everything a run produced.
+type report struct {
+	Date    string            `json:"date"`
+	Command string            `json:"command"`
+	Host    map[string]string `json:"host"`
+	Images  []*image          `json:"images"`
+	Rows    []row             `json:"rows"`
+	Goals   []goal            `json:"goals"`
+	Results []result          `json:"results"`
+}
+
+func newReport(cfg config, images []*image, results []result) *report {
+	r := &report{
+		Date:    time.Now().UTC().Format(time.RFC3339),
+		Command: commandLine(cfg),
+		Host:    hostInfo(),
+		Images:  images,
+		Results: results,
+	}
+	for _, im := range images {
+		var convert float64
+		for _, sc := range scenarios {
+			var runs []result
+			note := ""
+			for _, res := range results {
+				if res.Image != im.Label || res.Scenario != sc.Name {
+					continue
+				}
+				switch {
+				case res.Skipped != "":
+					note = "skipped: " + res.Skipped
+				case res.Error != "":
+					note = "error: " + firstLine(res.Error)
+				default:
+					runs = append(runs, res)
+				}
+			}
+			if len(runs) == 0 && note == "" {
+				continue // not selected
+			}
+			w := row{Image: im.Label, Scenario: sc.Name, Runs: len(runs), daemon: sc.Daemon}
+			if len(runs) > 0 {
+				note = "" // some runs worked; errors are in the JSON
+				w.fill(runs, im.DataGiB())
+			}
+			w.Note = note
+			if sc.Name == scConvert && w.Runs > 0 {
+				convert = w.Wall
+			}
+			if convert > 0 && w.Runs > 0 {
+				w.Ratio = w.Wall / convert
+			}
+			r.Rows = append(r.Rows, w)
+		}
+	}
+	r.Goals = r.checkGoals()
+	return r
+}
+
+// fill sets the row to the medians of runs.
+func (w *row) fill(runs []result, dataGiB float64) {
+	f := func(get func(result) float64) float64 {
+		v := make([]float64, len(runs))
+		for i, res := range runs {
+			v[i] = get(res)
+		}
+		return median(v)
+	}
+	w.Wall = f(func(r result) float64 { return r.Wall })
+	w.ClientCPU = f(func(r result) float64 { return r.ClientCPU })
+	w.ClientChildCPU = f(func(r result) float64 { return r.ClientChildCPU })
+	w.DaemonCPU = f(func(r result) float64 { return r.DaemonCPU })
+	w.ServerCPU = f(func(r result) float64 { return r.ServerCPU })
+	w.TotalCPU = f(func(r result) float64 { return r.ClientCPU + r.ClientChildCPU + r.DaemonCPU + r.ServerCPU })
+	w.ClientRSS = int64(f(func(r result) float64 { return float64(r.ClientRSS) }))
+	w.ClientTreeRSS = int64(f(func(r result) float64 { return float64(r.ClientTreeRSS) }))
+	w.DaemonRSS = int64(f(func(r result) float64 { return float64(r.DaemonRSS) }))
+	if w.Wall > 0 {
+		w.DataGiBps = dataGiB / w.Wall
+	}
+	if dataGiB > 0 {
+		w.DaemonCPUPerGiB = w.DaemonCPU / dataGiB
+	}
+	w.Verified = true
+	for _, res := range runs {
+		w.Verified = w.Verified && res.Verified
+	}
+}
+
+// median of v; v is reordered.
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	slices.Sort(v)
+	n := len(v)
+	if n%2 == 1 {
+		return v[n/2]
+	}
+	return (v[n/2-1] + v[n/2]) / 2
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	if len(s) > 160 {
+		s = s[:160] + "..."
+	}
+	return s
+}
+
+// find returns the row of a scenario on an image.
+func (r *report) find(image, scenario string) (row, bool) {
+	for _, w := range r.Rows {
+		if w.Image == image && w.Scenario == scenario && w.Runs > 0 {
+			return w, true
+		}
+	}
+	return row{}, false
+}
+
+// checkGoals compares the medians with the goals of the issues.
+func (r *report) checkGoals() []goal {
+	if len(r.Images) == 0 {
+		return nil
+	}
+	main := r.Images[0].Label
+	var goals []goal
+	for _, g := range []struct {
+		sc  string
+		max float64
+	}{{scUploadTLS, goalHTTPSRatio}, {scDownloadTLS, goalHTTPSRatio}, {scUploadUnix, goalUnixRatio}, {scDownUnix, goalUnixRatio}} {
+		if w, ok := r.find(main, g.sc); ok && w.Ratio > 0 {
+			goals = append(goals, goal{What: g.sc + " time / qemu-img convert (" + main + ")",
+				Want: fmt.Sprintf("<= %.2fx", g.max), Got: fmt.Sprintf("%.2fx", w.Ratio), Met: w.Ratio <= g.max})
+		}
+	}
+	for _, sc := range []string{scUploadTLS, scDownloadTLS} {
+		if w, ok := r.find(main, sc); ok {
+			goals = append(goals, goal{What: "imageiod CPU per data GiB, " + sc + " (" + main + ")",
+				Want: fmt.Sprintf("<= %.1f s", goalDaemonCPU), Got: fmt.Sprintf("%.2f s", w.DaemonCPUPerGiB),
+				Met: w.DaemonCPUPerGiB <= goalDaemonCPU})
+		}
+	}
+	if w, ok := r.find(main, scNBDClient); ok {
+		if n, ok := r.find(main, scNBDCopy); ok {
+			goals = append(goals, goal{What: "imageio NBD client copy time / nbdcopy (" + main + ")",
+				Want: "<= 1.00x", Got: fmt.Sprintf("%.2fx", w.Wall/n.Wall), Met: w.Wall <= n.Wall})
+		}
+	}
+	var clientRSS, daemonRSS int64
+	for _, w := range r.Rows {
+		if w.daemon && w.Runs > 0 {
+			clientRSS, daemonRSS = max(clientRSS, w.ClientRSS), max(daemonRSS, w.DaemonRSS)
+		}
+	}
+	if clientRSS > 0 {
+		goals = append(goals,
+			goal{What: "imageio client peak RSS (largest of all daemon scenarios)", Want: "< 48 MiB",
+				Got: mib(clientRSS), Met: clientRSS < goalRSS},
+			goal{What: "imageiod peak RSS (largest of all daemon scenarios)", Want: "< 48 MiB",
+				Got: mib(daemonRSS), Met: daemonRSS < goalRSS})
+	}
+	if len(r.Images) > 1 {
+		big := r.Images[1].Label
+		for _, sc := range scenarios {
+			if !sc.Daemon {
+				continue
+			}
+			a, ok1 := r.find(main, sc.Name)
+			b, ok2 := r.find(big, sc.Name)
+			if !ok1 || !ok2 {
+				continue
+			}
+			goals = append(goals, goal{What: "peak RSS flat, " + sc.Name + " (client / daemon)",
+				Want: fmt.Sprintf("%s within %s of %s", big, mib(goalFlatRSSSlop), main),
+				Got:  fmt.Sprintf("%s: %s / %s; %s: %s / %s", main, mib(a.ClientRSS), mib(a.DaemonRSS), big, mib(b.ClientRSS), mib(b.DaemonRSS)),
+				Met:  b.ClientRSS <= a.ClientRSS+goalFlatRSSSlop && b.DaemonRSS <= a.DaemonRSS+goalFlatRSSSlop})
+		}
+	}
+	return goals
+}
+
+// commandLine is the command that reproduces the run.
+func commandLine(cfg config) string {
+	parts := []string{"BENCH_SIZE=" + formatSize(cfg.Size), "BENCH_SPARSE_SIZE=" + formatSize(cfg.SparseSize),
+		fmt.Sprintf("BENCH_RUNS=%d", cfg.Runs)}
+	if cfg.Only != nil {
+		parts = append(parts, fmt.Sprintf("BENCH_ONLY='%s'", cfg.Only))
+	}
+	if cfg.Seed != 1 {
+		parts = append(parts, fmt.Sprintf("BENCH_SEED=%d", cfg.Seed))
+	}
+	return strings.Join(append(parts, "make bench"), " ")
+}
+
+// hostInfo describes the machine and the tools' versions.
+func hostInfo() map[string]string {
+	info := map[string]string{"cpus": fmt.Sprint(runtime.NumCPU()), "go": runtime.Version()}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				info["cpu"] = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		info["memory"] = strings.Join(strings.Fields(firstLine(string(b)))[1:], " ")
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		info["kernel"] = strings.TrimSpace(string(b))
+	}
+	for _, tool := range []string{"qemu-img", "nbdcopy"} {
+		if out, err := exec.Command(tool, "--version").Output(); err == nil {
+			info[tool] = firstLine(string(out))
+		}
+	}
+	return info
+}
+
+var columns = []string{"image", "scenario", "wall s", "x convert", "data GiB/s", "client CPU s", "client qemu-nbd CPU s",
+	"daemon CPU s", "daemon CPU s/GiB", "servers CPU s", "total CPU s", "client RSS MiB", "daemon RSS MiB", "verified"}
+
+// cells formats a row for the tables.
+func (w row) cells() []string {
+	if w.Runs == 0 {
+		return []string{w.Image, w.Scenario, w.Note}
+	}
+	dash := func(v float64, format string) string {
+		if v == 0 {
+			return "-"
+		}
+		return fmt.Sprintf(format, v)
+	}
+	daemonOnly := func(v float64, format string) string {
+		if !w.daemon {
+			return "-"
+		}
+		return fmt.Sprintf(format, v)
+	}
+	rss := func(n int64) string {
+		if n == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.0f", float64(n)/(1<<20))
+	}
+	verified := "no"
+	if w.Verified {
+		verified = "yes"
+	}
+	return []string{w.Image, w.Scenario, fmt.Sprintf("%.2f", w.Wall), dash(w.Ratio, "%.2f"), dash(w.DataGiBps, "%.2f"),
+		fmt.Sprintf("%.2f", w.ClientCPU), dash(w.ClientChildCPU, "%.2f"), daemonOnly(w.DaemonCPU, "%.2f"),
+		daemonOnly(w.DaemonCPUPerGiB, "%.2f"), dash(w.ServerCPU, "%.2f"), fmt.Sprintf("%.2f", w.TotalCPU),
+		rss(w.ClientRSS), func() string {
+			if !w.daemon {
+				return "-"
+			}
+			return rss(w.DaemonRSS)
+		}(), verified}
+}
+
+// Text writes the table and the goals for a terminal.
+func (r *report) Text(out io.Writer) {
+	fmt.Fprintf(out, "\n%s (%s; medians of runs)\n", r.Command, r.Date)
+	for _, im := range r.Images {
+		fmt.Fprintf(out, "image %s: %.2f GiB data, %.2f GiB zero clusters, %.2f GiB holes\n",
+			im.Label, gib(im.Stats.Data), gib(im.Stats.Zero), gib(im.Stats.Hole))
+	}
+	fmt.Fprintln(out)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(columns, "\t"))
+	for _, w := range r.Rows {
+		fmt.Fprintln(tw, strings.Join(w.cells(), "\t"))
+	}
+	_ = tw.Flush()
+	if len(r.Goals) > 0 {
+		fmt.Fprintln(out, "\ngoals:")
+		for _, g := range r.Goals {
+			mark := "MISSED"
+			if g.Met {
+				mark = "met"
+			}
+			fmt.Fprintf(out, "  %-6s %s: %s (want %s)\n", mark, g.What, g.Got, g.Want)
+		}
+	}
+}
+
+// Markdown writes the table and the goals as Markdown.
+func (r *report) Markdown(out io.Writer) {
+	fmt.Fprintf(out, "Command: `%s` (%s)\n\n", r.Command, r.Date)
+	keys := make([]string, 0, len(r.Host))
+	for k := range r.Host {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	fmt.Fprint(out, "Host:")
+	for _, k := range keys {
+		fmt.Fprintf(out, " %s: %s;", k, r.Host[k])
+	}
+	fmt.Fprint(out, "\n\n")
+	for _, im := range r.Images {
+		fmt.Fprintf(out, "- image %s: %.2f GiB data, %.2f GiB zero clusters, %.2f GiB holes\n",
+			im.Label, gib(im.Stats.Data), gib(im.Stats.Zero), gib(im.Stats.Hole))
+	}
+	fmt.Fprintf(out, "\n| %s |\n|%s\n", strings.Join(columns, " | "), strings.Repeat("---|", len(columns)))
+	for _, w := range r.Rows {
+		c := w.cells()
+		for len(c) < len(columns) {
+			c = append(c, "")
+		}
+		fmt.Fprintf(out, "| %s |\n", strings.Join(c, " | "))
+	}
+	if len(r.Goals) > 0 {
+		fmt.Fprint(out, "\n| goal | want | got | met |\n|---|---|---|---|\n")
+		for _, g := range r.Goals {
+			met := "no"
+			if g.Met {
+				met = "yes"
+			}
+			fmt.Fprintf(out, "| %s | %s | %s | %s |\n", g.What, g.Want, g.Got, met)
+		}
+	}
+}
+
+// Save writes results.json and results.md into dir.
+func (r *report) Save(dir string) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "results.json"), append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	var md bytes.Buffer
+	r.Markdown(&md)
+	return os.WriteFile(filepath.Join(dir, "results.md"), md.Bytes(), 0o644)
+}
