@@ -43,6 +43,8 @@ type TransferSpec struct {
 	InactivityTimeout int
 	// HostID asks for a specific host; "" lets the engine choose.
 	HostID string
+	// BackupID downloads the disk from a ready VM backup (see StartBackup).
+	BackupID string
 }
 
 // Transfer is a started image transfer.
@@ -78,6 +80,9 @@ func (c *Client) StartTransfer(ctx context.Context, spec TransferSpec) (*Transfe
 		TimeoutPolicy(ovirtsdk4.IMAGETRANSFERTIMEOUTPOLICY_CANCEL)
 	if spec.InactivityTimeout > 0 {
 		b = b.InactivityTimeout(int64(spec.InactivityTimeout))
+	}
+	if spec.BackupID != "" {
+		b = b.Backup(ovirtsdk4.NewBackupBuilder().Id(spec.BackupID).MustBuild())
 	}
 	if spec.HostID != "" {
 		b = b.Host(ovirtsdk4.NewHostBuilder().Id(spec.HostID).MustBuild())
@@ -251,7 +256,8 @@ func (c *Client) Extend(ctx context.Context, t *Transfer) error {
 // outcome, bounded by Config.FinalizeTimeout. finished_success, or a removed
 // transfer whose disk is ok, is success; finished_failure, paused_system, or
 // a removed transfer whose disk is missing or not ok is a *FinalizeError. For
-// an upload, Finalize also waits until the disk is unlocked.
+// an upload, Finalize also waits until the disk is unlocked; a download
+// does not look at the disk (a backup may keep it locked).
 func (c *Client) Finalize(ctx context.Context, t *Transfer) error {
 	if err := c.action(ctx, t, "finalize"); err != nil {
 		return err
@@ -266,12 +272,18 @@ func (c *Client) Finalize(ctx context.Context, t *Transfer) error {
 		}
 		switch t.Phase {
 		case PhaseFinishedSuccess:
+			if t.Direction != Upload {
+				return nil // a download leaves the disk as it was (a backup may keep it locked)
+			}
 			return c.finalizedDisk(ctx, t, p)
 		case PhaseFinishedFailure:
 			return &FinalizeError{TransferID: t.ID, DiskID: t.DiskID, Phase: t.Phase, Reason: "the engine could not verify the image; an uploaded disk is removed"}
 		case PhasePausedSystem:
 			return &FinalizeError{TransferID: t.ID, DiskID: t.DiskID, Phase: t.Phase, Reason: "the engine paused the transfer while finalizing; the disk may be illegal"}
 		case PhaseRemoved:
+			if t.Direction != Upload {
+				return nil
+			}
 			d, err := c.Disk(ctx, t.DiskID)
 			switch {
 			case errors.Is(err, ErrDiskNotFound):
