@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -98,6 +99,9 @@ func Dial(ctx context.Context, addr Address, opts Options) (*Client, error) {
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(aLongTimeAgo) })
 	r := bufio.NewReaderSize(conn, 64<<10)
 	info, err := negotiate(r, conn, addr.Export, opts)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		<-ctx.Done() // the only deadlines come from ctx
+	}
 	if !stop() || ctx.Err() != nil {
 		conn.Close()
 		if err == nil || ctx.Err() != nil {
@@ -366,8 +370,8 @@ func (c *Client) start(ctx context.Context, cmd, flags uint16, off, length int64
 	} else {
 		err = fmt.Errorf("sending %s: %w", commandName(cmd), err)
 	}
-	c.fail(err)
-	return nil, err
+	// The first failure wins: a write cut short by Close reports ErrClosed.
+	return nil, c.fail(err)
 }
 
 // write writes a request header and payload with one system call where
@@ -392,6 +396,9 @@ func (c *Client) write(ctx context.Context, hdr, payload []byte) (int64, error) 
 		bufs = append(bufs, payload)
 	}
 	n, err := bufs.WriteTo(c.conn)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		<-ctx.Done() // the only write deadlines come from ctx
+	}
 	if stop != nil && !stop() {
 		<-fired
 		deadline = true
@@ -468,8 +475,9 @@ func (c *Client) complete(req *request, err error) {
 }
 
 // fail marks the connection broken with err (the first error wins),
-// closes it and fails every pending request.
-func (c *Client) fail(err error) {
+// closes it and fails every pending request. It returns the error that
+// won.
+func (c *Client) fail(err error) error {
 	c.mu.Lock()
 	if c.err == nil {
 		c.err = err
@@ -485,6 +493,7 @@ func (c *Client) fail(err error) {
 		req.err = err
 		close(req.done)
 	}
+	return err
 }
 
 // readLoop reads replies until the connection fails or is closed.
