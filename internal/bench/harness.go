@@ -473,10 +473,6 @@ func (e *runEnv) startDaemon(ctx context.Context, local bool) (*daemon, error) {
 	if err := os.MkdirAll(confD, 0o755); err != nil {
 		return nil, err
 	}
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
 	control := filepath.Join(dir, "control.sock")
 	localSocket := ""
 	if local {
@@ -496,7 +492,7 @@ ca_file = %s
 
 [remote]
 host = 127.0.0.1
-port = %d
+port = 0
 
 [local]
 enable = %v
@@ -505,7 +501,7 @@ socket = %s
 [control]
 transport = unix
 socket = %s
-`, dir, e.h.tls.KeyFile, e.h.tls.CertFile, e.h.tls.CAFile, port, local, localSocket, control)
+`, dir, e.h.tls.KeyFile, e.h.tls.CertFile, e.h.tls.CAFile, local, localSocket, control)
 	if err := os.WriteFile(filepath.Join(confD, "99-bench.conf"), []byte(conf), 0o644); err != nil {
 		return nil, err
 	}
@@ -513,7 +509,8 @@ socket = %s
 	if err != nil {
 		return nil, err
 	}
-	if err := waitDial(ctx, s, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err != nil {
+	port, err := remotePort(ctx, s)
+	if err != nil {
 		return nil, err
 	}
 	if err := waitDial(ctx, s, "unix", control); err != nil {
@@ -527,14 +524,36 @@ socket = %s
 	return &daemon{srv: s, confDir: dir, port: port}, nil
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+// startedLine is imageiod's log line once it serves, with the remote
+// service's address: msg="imageiod started" ... remote=127.0.0.1:PORT.
+var startedLine = regexp.MustCompile(`msg="imageiod started".* remote=127\.0\.0\.1:([0-9]+)`)
+
+// remotePort waits for imageiod to log that it serves and returns the port
+// its remote service bound ([remote] port = 0 picks a free one).
+func remotePort(ctx context.Context, s *server) (int, error) {
+	logPath := s.cmd.Stdout.(*os.File).Name()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		b, _ := os.ReadFile(logPath)
+		if m := startedLine.FindSubmatch(b); m != nil {
+			port, err := strconv.Atoi(string(m[1]))
+			if err != nil {
+				return 0, fmt.Errorf("parsing imageiod's remote port: %w", err)
+			}
+			return port, waitDial(ctx, s, "tcp", net.JoinHostPort("127.0.0.1", string(m[1])))
+		}
+		if s.Exited() {
+			return 0, fmt.Errorf("imageiod exited: %s", logTail(s))
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("imageiod did not log its remote address in 15 s: %s", logTail(s))
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 // addTicket adds a ticket for the NBD URL with imageioctl and returns the
