@@ -355,6 +355,25 @@ func TestTarCommand(t *testing.T) {
 	}
 }
 
+// TestTarCommandV7 checks the old v7 format (no magic, short names only).
+func TestTarCommandV7(t *testing.T) {
+	if _, err := exec.LookPath("tar"); err != nil {
+		t.Skip("tar is not installed")
+	}
+	src := t.TempDir()
+	entries := []entry{{"vm.ovf", []byte("<Envelope/>\n")}, {"disk.raw", pattern(10, 2048)}}
+	for _, e := range entries {
+		if err := os.WriteFile(filepath.Join(src, e.name), e.data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := filepath.Join(t.TempDir(), "v7.ova")
+	if b, err := exec.Command("tar", "-C", src, "--format=v7", "-cf", out, "vm.ovf", "disk.raw").CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v\n%s", err, b)
+	}
+	checkMembers(t, out, entries)
+}
+
 // TestTarCommandDirectories checks that directories are not listed.
 func TestTarCommandDirectories(t *testing.T) {
 	if _, err := exec.LookPath("tar"); err != nil {
