@@ -228,3 +228,21 @@ func TestInspectImage(t *testing.T) {
 		})
 	}
 }
+
+// TestDashFileName checks that a file named like an option, given after
+// "--", reaches qemu as a file.
+func TestDashFileName(t *testing.T) {
+	testutil.Need(t, "qemu-img", "qemu-io", "qemu-nbd")
+	dir := t.TempDir()
+	sampleImage(t, dir, "-odd.qcow2", "qcow2")
+	t.Chdir(dir)
+	for _, args := range [][]string{
+		{"info", "--json", "--", "-odd.qcow2"},
+		{"measure", "-f", "raw", "--", "-odd.qcow2"},
+		{"checksum", "--", "-odd.qcow2"},
+	} {
+		if _, stderr, code := runApp(t, context.Background(), args...); code != 0 {
+			t.Errorf("%q: exit %d: %s", args, code, stderr)
+		}
+	}
+}
