@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"path"
 	"sort"
 	"strings"
 	"time"
@@ -287,26 +286,28 @@ func searchName(search string) (string, bool) {
 }
 
 // matchName matches name against an engine search value, where "*" is a
-// wildcard.
+// wildcard for any run of characters.
 func matchName(pattern, name string, caseSensitive bool) bool {
 	if !caseSensitive {
 		pattern, name = strings.ToLower(pattern), strings.ToLower(name)
 	}
-	// path.Match treats other characters specially; escape them.
-	var b strings.Builder
-	for _, r := range pattern {
-		switch r {
-		case '*':
-			b.WriteRune('*')
-		case '?', '[', ']', '\\':
-			b.WriteRune('\\')
-			b.WriteRune(r)
-		default:
-			b.WriteRune(r)
-		}
+	parts := strings.Split(pattern, "*")
+	if len(parts) == 1 {
+		return pattern == name
 	}
-	ok, err := path.Match(b.String(), name)
-	return err == nil && ok
+	first, last := parts[0], parts[len(parts)-1]
+	if !strings.HasPrefix(name, first) {
+		return false
+	}
+	name = name[len(first):]
+	for _, p := range parts[1 : len(parts)-1] {
+		i := strings.Index(name, p)
+		if i < 0 {
+			return false
+		}
+		name = name[i+len(p):]
+	}
+	return strings.HasSuffix(name, last)
 }
 
 func (s *Sim) getStorageDomain(id string) response {

@@ -102,6 +102,10 @@ func TestMatchName(t *testing.T) {
 		{"name=*1", "data1", true, true},
 		{"name=d?ta1", "data1", true, false},
 		{"name=[d]ata1", "data1", true, false},
+		{"name=d*a*1", "data1", true, true},
+		{"name=d*x*1", "data1", true, false},
+		{"name=data1*", "data1", true, true},
+		{"name=*", "data1", true, true},
 		{`name="data1"`, "data1", true, true},
 		{" name = data1 ", "data1", true, true},
 	}
@@ -196,4 +200,47 @@ func FuzzParseTransfer(f *testing.F) {
 			t.Fatalf("accepted invalid transfer %+v", r)
 		}
 	})
+}
+
+func FuzzParseBackup(f *testing.F) {
+	f.Add([]byte(`<backup><description>imageio incremental</description><disks><disk id="d1"></disk></disks><from_checkpoint_id>cp-0</from_checkpoint_id></backup>`))
+	f.Add([]byte(`<backup id="b"><disks/></backup>`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		in, err := parseBackup(b)
+		if err != nil {
+			if !errors.Is(err, errBadRequest) {
+				t.Fatalf("error %v does not wrap errBadRequest", err)
+			}
+			return
+		}
+		if len(in.Disks.Items) == 0 {
+			t.Fatalf("accepted a backup without disks: %+v", in)
+		}
+	})
+}
+
+func FuzzMatchName(f *testing.F) {
+	f.Add("name=data1", "data1", true)
+	f.Add("name=d*[", "d*[", false)
+	f.Fuzz(func(t *testing.T, search, name string, cs bool) {
+		p, ok := searchName(search)
+		if !ok {
+			return
+		}
+		if !matchName(p, p, true) || !matchName(p, p, false) {
+			t.Fatalf("pattern %q does not match itself", p)
+		}
+		if !hasStar(p) && matchName(p, name, true) != (p == name) {
+			t.Fatalf("pattern %q without wildcard: match %q = %v", p, name, !(p == name))
+		}
+	})
+}
+
+func hasStar(s string) bool {
+	for _, r := range s {
+		if r == '*' {
+			return true
+		}
+	}
+	return false
 }

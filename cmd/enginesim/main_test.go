@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"io"
 	"os"
 	"path/filepath"
@@ -108,5 +109,32 @@ func TestRun(t *testing.T) {
 	}
 	if _, err := os.Stat(vals["cafile"]); !os.IsNotExist(err) {
 		t.Errorf("state directory left behind: %v", err)
+	}
+}
+
+// TestManPage checks that man/enginesim.1 documents every flag.
+func TestManPage(t *testing.T) {
+	man, err := os.ReadFile(filepath.Join("..", "..", "man", "enginesim.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"--help"}, &stdout, &stderr); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("--help: %v", err)
+	}
+	n := 0
+	for _, line := range strings.Split(stderr.String(), "\n") {
+		name, ok := strings.CutPrefix(line, "  -")
+		if !ok {
+			continue
+		}
+		name, _, _ = strings.Cut(name, " ")
+		n++
+		if !bytes.Contains(man, []byte(`\-\-`+strings.ReplaceAll(name, "-", `\-`))) {
+			t.Errorf("man/enginesim.1 does not document --%s", name)
+		}
+	}
+	if n < 10 {
+		t.Errorf("found only %d flags in the usage text", n)
 	}
 }
