@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imageio/imageio/engine"
 	"github.com/imageio/imageio/enginesim"
 )
 
@@ -209,4 +210,69 @@ func TestWire(t *testing.T) {
 			t.Error("disk still exists")
 		}
 	})
+}
+
+func TestPauseResume(t *testing.T) {
+	sim := enginesim.StartTest(t, enginesim.Config{})
+	c := connect(t, sim)
+	d := newDisk(t, c, "raw", 1<<20)
+	rc := newRawClient(t, sim)
+	const api = "/ovirt-engine/api"
+	status, body := rc.do("POST", api+"/imagetransfers", "application/xml",
+		`<image_transfer><direction>upload</direction><disk id="`+d.ID+`"></disk><format>raw</format></image_transfer>`)
+	if status != http.StatusCreated {
+		t.Fatalf("POST imagetransfers: %d %s", status, body)
+	}
+	i := strings.Index(body, `id="`)
+	id := body[i+4 : i+40]
+	phase := func(want string) {
+		t.Helper()
+		waitFor(t, want, func() bool { p, _ := sim.Transfer(id); return p == want })
+	}
+	action := func(name string) {
+		t.Helper()
+		if status, body := rc.do("POST", api+"/imagetransfers/"+id+"/"+name, "application/xml", "<action></action>"); status != http.StatusOK {
+			t.Fatalf("%s: %d %s", name, status, body)
+		}
+	}
+	phase("transferring")
+	action("pause")
+	phase("paused_user")
+	if _, body := rc.do("GET", api+"/imagetransfers/"+id, "", ""); strings.Contains(body, "transfer_url") {
+		t.Errorf("paused transfer shows URLs: %s", body)
+	}
+	action("resume")
+	phase("transferring")
+	hc := imagesClient(t, sim)
+	_, body = rc.do("GET", api+"/imagetransfers/"+id, "", "")
+	start := strings.Index(body, "<transfer_url>") + len("<transfer_url>")
+	end := strings.Index(body, "</transfer_url>")
+	if start < len("<transfer_url>") || end < start {
+		t.Fatalf("no transfer_url after resume: %s", body)
+	}
+	if err := put(t, hc, body[start:end], make([]byte, 4096)); err != nil {
+		t.Errorf("PUT after resume: %v", err)
+	}
+	action("cancel")
+	phase("finished_failure")
+}
+
+// TestCloseDuringTransfer closes the simulator while a transfer runs; the
+// ticket is removed and qemu-nbd stopped (TestMain fails on a leftover
+// qemu-nbd).
+func TestCloseDuringTransfer(t *testing.T) {
+	sim := enginesim.StartTest(t, enginesim.Config{})
+	c := connect(t, sim)
+	d := newDisk(t, c, "qcow2", 1<<20)
+	tr, err := c.StartTransfer(t.Context(), engine.TransferSpec{DiskID: d.ID, Direction: engine.Upload})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := imagesClient(t, sim)
+	if err := sim.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := put(t, hc, tr.TransferURL, []byte("x")); err == nil {
+		t.Error("PUT after Close succeeded")
+	}
 }
