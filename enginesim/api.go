@@ -15,6 +15,9 @@ import (
 // maxRequestBody bounds the request bodies the simulator reads.
 const maxRequestBody = 1 << 20
 
+// maxRequestLog bounds the request log; older entries are dropped.
+const maxRequestLog = 100000
+
 // expiredTokenPage is what the engine answers to an API call with an
 // expired SSO token (HTTP 401).
 const expiredTokenPage = "<html><head><title>Error</title></head><body>invalid_grant: The provided authorization grant for the auth code has expired.</body></html>"
@@ -91,6 +94,10 @@ func (s *Sim) record(r *http.Request, body []byte, status int) {
 	}
 	s.cfg.Logf("enginesim: %s %s?%s -> %d", r.Method, r.URL.Path, r.URL.RawQuery, status)
 	s.mu.Lock()
+	if len(s.requests) >= maxRequestLog {
+		// Keep the newest half; a long-running simulator must not grow forever.
+		s.requests = append(s.requests[:0], s.requests[len(s.requests)/2:]...)
+	}
 	s.requests = append(s.requests, req)
 	s.mu.Unlock()
 }
@@ -186,6 +193,12 @@ func (s *Sim) ssoToken(body []byte) response {
 	}
 	token := randomHex(20)
 	s.mu.Lock()
+	now := time.Now()
+	for t, e := range s.tokens {
+		if !e.IsZero() && now.Sub(e) > time.Hour {
+			delete(s.tokens, t) // long expired; an unknown token gets the same 401
+		}
+	}
 	var exp time.Time
 	if lt := s.faults.TokenLifetime; lt > 0 {
 		exp = time.Now().Add(lt)

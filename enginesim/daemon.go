@@ -126,9 +126,51 @@ func startDaemon(ctx context.Context, c daemonConfig) (*daemon, error) {
 	}()
 	if err := d.waitReady(ctx, 15*time.Second); err != nil {
 		d.stop()
-		return nil, fmt.Errorf("starting %s daemon (log: %s): %w", c.name, c.logTo, err)
+		return nil, fmt.Errorf("starting %s daemon: %w; its log ends with:\n%s", c.name, err, logTail(c.logTo, 2048))
 	}
 	return d, nil
+}
+
+// startDaemonPort starts a daemon on c.port, or, when it is 0, on a free
+// port, trying again with another port if the first one was taken in the
+// meantime.
+func startDaemonPort(ctx context.Context, c daemonConfig) (*daemon, error) {
+	if c.port != 0 {
+		return startDaemon(ctx, c)
+	}
+	var err error
+	for i := 0; i < 3; i++ {
+		if c.port, err = freePort(); err != nil {
+			return nil, err
+		}
+		var d *daemon
+		if d, err = startDaemon(ctx, c); err == nil {
+			return d, nil
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, err
+}
+
+// logTail returns the last n bytes of a log file.
+func logTail(path string, n int64) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return ""
+	}
+	off := max(st.Size()-n, 0)
+	b := make([]byte, st.Size()-off)
+	if _, err := f.ReadAt(b, off); err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // waitReady polls the control socket and the remote port.

@@ -202,15 +202,8 @@ func Start(ctx context.Context, cfg Config) (_ *Sim, err error) {
 		ln.Close()
 		return nil, err
 	}
-	hostPort := cfg.HostPort
-	if hostPort == 0 {
-		if hostPort, err = freePort(); err != nil {
-			ln.Close()
-			return nil, err
-		}
-	}
-	s.host, err = startDaemon(ctx, daemonConfig{
-		name: "host", dir: filepath.Join(s.stateDir, "host"), port: hostPort, certs: s.certs,
+	s.host, err = startDaemonPort(ctx, daemonConfig{
+		name: "host", dir: filepath.Join(s.stateDir, "host"), port: cfg.HostPort, certs: s.certs,
 		logTo: filepath.Join(s.stateDir, "host.log"), binary: binary,
 	})
 	if err != nil {
@@ -218,15 +211,8 @@ func Start(ctx context.Context, cfg Config) (_ *Sim, err error) {
 		return nil, err
 	}
 	if !cfg.NoProxy {
-		proxyPort := cfg.ProxyPort
-		if proxyPort == 0 {
-			if proxyPort, err = freePort(); err != nil {
-				ln.Close()
-				return nil, err
-			}
-		}
-		s.proxy, err = startDaemon(ctx, daemonConfig{
-			name: "proxy", dir: filepath.Join(s.stateDir, "proxy"), port: proxyPort, certs: s.certs, proxy: true,
+		s.proxy, err = startDaemonPort(ctx, daemonConfig{
+			name: "proxy", dir: filepath.Join(s.stateDir, "proxy"), port: cfg.ProxyPort, certs: s.certs, proxy: true,
 			logTo: filepath.Join(s.stateDir, "proxy.log"), binary: binary,
 		})
 		if err != nil {
@@ -321,7 +307,8 @@ func (s *Sim) Faults() Faults {
 	return s.faults
 }
 
-// Requests returns a copy of the request log.
+// Requests returns a copy of the request log (the newest entries, when
+// more than 100000 requests were made).
 func (s *Sim) Requests() []Request {
 	s.mu.Lock()
 	defer s.mu.Unlock()

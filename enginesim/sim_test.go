@@ -395,3 +395,33 @@ func TestNotFound(t *testing.T) {
 		t.Errorf("Transfer(missing): %v, want ErrTransferNotFound", err)
 	}
 }
+
+func TestStartErrors(t *testing.T) {
+	dir := t.TempDir()
+	broken := filepath.Join(dir, "imageiod")
+	if err := os.WriteFile(broken, []byte("#!/bin/sh\necho 'imageiod: no luck today' >&2\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		cfg  enginesim.Config
+		want string
+	}{
+		{"no storage", enginesim.Config{Imageiod: broken}, "no storage directory"},
+		{"storage missing", enginesim.Config{Imageiod: broken, StorageDir: filepath.Join(dir, "nosuch")}, "is not a directory"},
+		{"daemon fails", enginesim.Config{Imageiod: broken, StorageDir: dir}, "imageiod: no luck today"},
+		{"bad listen address", enginesim.Config{Imageiod: broken, StorageDir: dir, Listen: "256.0.0.1:0"}, "listening on"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			sim, err := enginesim.Start(t.Context(), tc.cfg)
+			if err == nil {
+				sim.Close()
+				t.Fatal("Start succeeded")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Start error %q does not contain %q", err, tc.want)
+			}
+		})
+	}
+}
