@@ -688,12 +688,33 @@ func (b *Backend) WriteFrom(ctx context.Context, r io.Reader, off, length int64)
 				return fmt.Errorf("rewinding the source: %w", err)
 			}
 		}
-		body := &attemptBody{r: r, left: length}
-		req, err := nethttp.NewRequestWithContext(ctx, nethttp.MethodPut, u, body)
+		// cur is the body net/http is reading; GetBody (used by net/http
+		// to resend on a stale keep-alive connection) detaches it and
+		// rewinds the source.
+		var mu sync.Mutex
+		cur := &attemptBody{r: r, left: length}
+		var read int64
+		req, err := nethttp.NewRequestWithContext(ctx, nethttp.MethodPut, u, cur)
 		if err != nil {
 			return fmt.Errorf("making request: %v", b.red.text(err.Error()))
 		}
 		req.ContentLength = length
+		if seeker != nil {
+			req.GetBody = func() (io.ReadCloser, error) {
+				mu.Lock()
+				defer mu.Unlock()
+				n, srcErr := cur.detach()
+				read += n
+				if srcErr != nil {
+					return nil, srcErr
+				}
+				if _, err := seeker.Seek(start, io.SeekStart); err != nil {
+					return nil, err
+				}
+				cur = &attemptBody{r: r, left: length}
+				return cur, nil
+			}
+		}
 		for k, v := range header {
 			req.Header.Set(k, v)
 		}
@@ -705,8 +726,11 @@ func (b *Backend) WriteFrom(ctx context.Context, r io.Reader, off, length int64)
 			}
 			drain(resp)
 		}
-		n, srcErr := body.detach()
-		if n > 0 {
+		mu.Lock()
+		n, srcErr := cur.detach()
+		read += n
+		mu.Unlock()
+		if read > 0 {
 			consumed = true
 		}
 		if srcErr != nil {
