@@ -16,6 +16,10 @@
 //	// ... move the data to t.TransferURL (or t.ProxyURL) ...
 //	err = c.Finalize(ctx, t)                              // or c.Cancel on any upload failure
 //
+// Incremental backup: StartBackup (full, or from a checkpoint), BackupDisks
+// (each disk's mode), a download transfer per disk with TransferSpec.BackupID,
+// then FinalizeBackup; Checkpoints and RemoveCheckpoint manage the chain.
+//
 // An upload that fails, or is interrupted, must be cancelled: the engine then
 // removes the new disk. A download is always finalized. Both Cancel and
 // Finalize should be called with a context that is still live (for example

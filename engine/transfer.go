@@ -54,7 +54,9 @@ type Transfer struct {
 	Direction string
 	Phase     string // last phase seen
 	// TransferURL is the imageio daemon on the host; ProxyURL the proxy on
-	// the engine. Either may be empty; both are secrets (they hold the ticket).
+	// the engine. Either may be empty; both are secrets (they hold the
+	// ticket). They are cleared when a later poll (Finalize, Cancel) sees
+	// the transfer leave the transferring phase.
 	TransferURL string
 	ProxyURL    string
 	HostID      string
