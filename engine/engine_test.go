@@ -150,3 +150,24 @@ func TestInsecure(t *testing.T) {
 	}
 	c.Close()
 }
+
+// TestReloginOnce: when the fresh token is rejected too, the client gives
+// up after one new login with ErrAuth.
+func TestReloginOnce(t *testing.T) {
+	sim := enginesim.StartTest(t, enginesim.Config{Faults: enginesim.Faults{TokenLifetime: time.Nanosecond}})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := engine.Connect(ctx, engine.Config{URL: sim.URL(), Username: sim.Username, Password: sim.Password, CAFile: sim.CAFile()})
+	if !errors.Is(err, engine.ErrAuth) {
+		t.Fatalf("Connect with tokens that expire at once: %v, want ErrAuth", err)
+	}
+	logins := 0
+	for _, r := range sim.Requests() {
+		if r.Path == "/ovirt-engine/sso/oauth/token" {
+			logins++
+		}
+	}
+	if logins != 2 {
+		t.Errorf("got %d logins, want 2", logins)
+	}
+}
