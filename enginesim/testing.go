@@ -43,6 +43,11 @@ func BuildImageiod() (string, error) {
 			buildErr = err
 			return
 		}
+		// Keep the build output out of git status.
+		if err := os.WriteFile(filepath.Join(dir, ".gitignore"), []byte("*\n"), 0o644); err != nil {
+			buildErr = err
+			return
+		}
 		// Build under a private name and rename, so test binaries of several
 		// packages building at once do not clobber each other.
 		tmp := filepath.Join(dir, fmt.Sprintf(".imageiod-%d", os.Getpid()))
