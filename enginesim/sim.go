@@ -292,6 +292,9 @@ func (s *Sim) ProxyURL() string {
 	return "https://127.0.0.1:" + strconv.Itoa(s.proxy.port)
 }
 
+// HostID returns the id of the simulated host (the one transfers run on).
+func (s *Sim) HostID() string { return s.hostID }
+
 // SetFaults replaces the fault knobs. New values apply to later requests
 // and to transfers that have not yet passed the affected step.
 func (s *Sim) SetFaults(f Faults) {

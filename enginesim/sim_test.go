@@ -158,9 +158,18 @@ func TestUploadDownload(t *testing.T) {
 			}
 			data := content(size, uint64(i))
 
-			tr, err := c.StartTransfer(ctx, engine.TransferSpec{DiskID: d.ID, Direction: engine.Upload, InactivityTimeout: 30})
+			if _, err := c.StartTransfer(ctx, engine.TransferSpec{DiskID: d.ID, Direction: engine.Upload, HostID: "00000000-0000-0000-0000-00000000dead"}); err == nil {
+				t.Fatal("transfer on an unknown host started")
+			}
+			tr, err := c.StartTransfer(ctx, engine.TransferSpec{DiskID: d.ID, Direction: engine.Upload, InactivityTimeout: 30, HostID: sim.HostID()})
 			if err != nil {
 				t.Fatalf("starting upload: %v", err)
+			}
+			if tr.HostID != sim.HostID() {
+				t.Errorf("transfer host %q, want %q", tr.HostID, sim.HostID())
+			}
+			if err := c.Extend(ctx, tr); err != nil {
+				t.Errorf("extending: %v", err)
 			}
 			if tr.TransferURL == "" || tr.ProxyURL == "" {
 				t.Fatalf("transfer URLs: %q, %q", tr.TransferURL, tr.ProxyURL)
