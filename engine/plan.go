@@ -30,13 +30,17 @@ type PlanOptions struct {
 	Format string
 	// Preallocated makes a non-sparse disk.
 	Preallocated bool
+	// BlockStorage says the storage domain is iSCSI or FC (StorageDomain.Block):
+	// such domains cannot hold sparse raw disks, so a raw disk is preallocated.
+	BlockStorage bool
 	ID           string
 }
 
 // PlanDisk returns the disk to create for an image, following the engine's
 // rules: provisioned_size is the virtual size; an ISO is a raw, preallocated
-// disk with content type iso; initial_size is the measured size of a sparse
-// qcow2 disk; qcow2 disks get incremental backup.
+// disk with content type iso; a raw disk on block storage is preallocated;
+// initial_size is the measured size of a sparse qcow2 disk; qcow2 disks get
+// incremental backup.
 func PlanDisk(f ImageFacts, o PlanOptions) (DiskSpec, error) {
 	if f.VirtualSize <= 0 {
 		return DiskSpec{}, fmt.Errorf("planning disk: invalid virtual size %d", f.VirtualSize)
@@ -63,6 +67,9 @@ func PlanDisk(f ImageFacts, o PlanOptions) (DiskSpec, error) {
 	if f.ISO && f.Format == "raw" {
 		s.ISO = true
 		s.Format = FormatRaw
+		s.Sparse = false
+	}
+	if s.Format == FormatRaw && o.BlockStorage {
 		s.Sparse = false
 	}
 	if s.Format == FormatQcow2 {

@@ -33,6 +33,18 @@ func TestPlanDisk(t *testing.T) {
 			want:  DiskSpec{Format: FormatRaw, ProvisionedSize: gib, Sparse: true},
 		},
 		{
+			name:  "raw on block storage is preallocated",
+			facts: ImageFacts{Format: "raw", VirtualSize: gib},
+			opts:  PlanOptions{BlockStorage: true},
+			want:  DiskSpec{Format: FormatRaw, ProvisionedSize: gib},
+		},
+		{
+			name:  "qcow2 on block storage stays sparse",
+			facts: ImageFacts{Format: "qcow2", VirtualSize: gib, Required: 4096},
+			opts:  PlanOptions{BlockStorage: true},
+			want:  DiskSpec{Format: FormatQcow2, ProvisionedSize: gib, InitialSize: 4096, Sparse: true, Backup: true},
+		},
+		{
 			name:  "raw image to qcow2 disk",
 			facts: ImageFacts{Format: "raw", VirtualSize: gib, Required: 4096},
 			opts:  PlanOptions{Format: FormatQcow2, ID: "id1"},
