@@ -257,8 +257,8 @@ func (s *Sim) sdXML(name string) xmlStorageDomain {
 	id := s.sdIDs[name]
 	sd := xmlStorageDomain{
 		Href: apiPrefix + "/storagedomains/" + id, ID: id, Name: name,
-		Available: 1 << 40, ExternalStatus: "ok", Master: name == s.cfg.StorageDomains[0],
-		Status: "active", Storage: xmlStorage{Path: "/" + name, Type: "nfs"},
+		Available: 1 << 40, ExternalStatus: "ok", Master: name == s.sdNames[0],
+		Status: "active", Storage: xmlStorage{Path: "/" + name, Type: s.sdTypes[name]},
 		StorageFormat: "v5", Type: "data",
 	}
 	sd.DataCenters.DataCenter = []xmlRef{{Href: apiPrefix + "/datacenters/" + s.dcID, ID: s.dcID}}
@@ -273,7 +273,7 @@ func (s *Sim) listStorageDomains(q url.Values) response {
 		caseSensitive = strings.EqualFold(v, "true")
 	}
 	var out xmlStorageDomains
-	for _, n := range s.cfg.StorageDomains {
+	for _, n := range s.sdNames {
 		if hasName && !matchName(pattern, n, caseSensitive) {
 			continue
 		}

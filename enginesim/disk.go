@@ -125,6 +125,9 @@ func (s *Sim) addDisk(body []byte) response {
 	if sdName == "" {
 		return operationFailed(http.StatusBadRequest, "Cannot add Virtual Disk. Storage Domain doesn't exist.")
 	}
+	if t := s.sdTypes[sdName]; (t == "iscsi" || t == "fcp") && req.Format == "raw" && req.Sparse {
+		return operationFailed(http.StatusBadRequest, "Cannot add Virtual Disk. Disk configuration (RAW Sparse) is incompatible with the storage domain type.")
+	}
 	if req.ContentType == "iso" && req.Format != "raw" {
 		return operationFailed(http.StatusBadRequest, "Cannot add Virtual Disk. ISO disks must use the raw format.")
 	}

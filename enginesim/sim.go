@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -38,8 +39,10 @@ type Config struct {
 	NoProxy bool
 	// Username and Password accepted by SSO; Password "" generates one.
 	Username, Password string
-	// StorageDomains are the names of the (file) storage domains; default
-	// ["data1"]. All keep their disks in StorageDir.
+	// StorageDomains are the storage domains, "NAME" or "NAME:TYPE" with
+	// TYPE nfs (the default), iscsi or fcp; default ["data1"]. All keep their
+	// disks in StorageDir; block domains (iscsi, fcp) refuse sparse raw disks
+	// like the engine.
 	StorageDomains []string
 
 	// DiskDelay is how long a new disk stays locked (default 200 ms).
@@ -109,6 +112,8 @@ type Sim struct {
 	ownState bool // remove stateDir on Close
 	hostID   string
 	sdIDs    map[string]string // name -> id
+	sdNames  []string          // in configuration order
+	sdTypes  map[string]string // name -> storage type
 	dcID     string
 	deadPort int
 
@@ -166,8 +171,22 @@ func Start(ctx context.Context, cfg Config) (_ *Sim, err error) {
 		sdIDs:       map[string]string{},
 		serveDone:   make(chan struct{}),
 	}
-	for _, n := range cfg.StorageDomains {
-		s.sdIDs[n] = newID()
+	s.sdTypes = map[string]string{}
+	for _, entry := range cfg.StorageDomains {
+		name, typ, _ := strings.Cut(entry, ":")
+		switch typ {
+		case "":
+			typ = "nfs"
+		case "nfs", "iscsi", "fcp":
+		default:
+			return nil, fmt.Errorf("starting engine simulator: storage domain %q: unsupported type %q", name, typ)
+		}
+		if name == "" || s.sdIDs[name] != "" {
+			return nil, fmt.Errorf("starting engine simulator: empty or repeated storage domain name %q", entry)
+		}
+		s.sdIDs[name] = newID()
+		s.sdNames = append(s.sdNames, name)
+		s.sdTypes[name] = typ
 	}
 	if s.Password == "" {
 		s.Password = randomHex(12)

@@ -380,7 +380,7 @@ func TestAuthFailure(t *testing.T) {
 }
 
 func TestNotFound(t *testing.T) {
-	sim := enginesim.StartTest(t, enginesim.Config{StorageDomains: []string{"data1", "Data2"}})
+	sim := enginesim.StartTest(t, enginesim.Config{StorageDomains: []string{"data1", "Data2", "block1:iscsi"}})
 	c := connect(t, sim)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -393,9 +393,22 @@ func TestNotFound(t *testing.T) {
 	if sd, err := c.StorageDomain(ctx, "Data2"); err != nil || sd.Name != "Data2" {
 		t.Errorf("StorageDomain(Data2) = %+v, %v", sd, err)
 	}
-	_, err := c.CreateDisk(ctx, engine.DiskSpec{Name: "x", StorageDomain: "nosuch", Format: "raw", ProvisionedSize: 1 << 20})
-	if !errors.Is(err, engine.ErrStorageDomainNotFound) {
+	if _, err := c.CreateDisk(ctx, engine.DiskSpec{Name: "x", StorageDomain: "nosuch", Format: "raw", ProvisionedSize: 1 << 20}); !errors.Is(err, engine.ErrStorageDomainNotFound) {
 		t.Errorf("CreateDisk on a missing domain: %v, want ErrStorageDomainNotFound", err)
+	}
+	sd, err := c.StorageDomain(ctx, "block1")
+	if err != nil || !sd.Block() {
+		t.Fatalf("StorageDomain(block1) = %+v, %v; want a block domain", sd, err)
+	}
+	if _, err := c.CreateDisk(ctx, engine.DiskSpec{Name: "x", StorageDomain: "block1", Format: "raw", ProvisionedSize: 1 << 20, Sparse: true}); err == nil {
+		t.Error("sparse raw disk on a block domain was created")
+	}
+	spec, err := engine.PlanDisk(engine.ImageFacts{Format: "raw", VirtualSize: 1 << 20}, engine.PlanOptions{Name: "y", StorageDomain: "block1", BlockStorage: sd.Block()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateDisk(ctx, spec); err != nil {
+		t.Errorf("planned raw disk on a block domain: %v", err)
 	}
 	if _, err := c.Disk(ctx, "00000000-0000-0000-0000-000000000000"); !errors.Is(err, engine.ErrDiskNotFound) {
 		t.Errorf("Disk(missing): %v, want ErrDiskNotFound", err)

@@ -67,7 +67,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&noProxy, "no-proxy", false, "run no proxy daemon (transfers have no proxy_url)")
 	fs.StringVar(&cfg.Username, "username", enginesim.DefaultUsername, "user accepted by SSO")
 	fs.StringVar(&passwordFile, "password-file", "", "file holding the password (default: generate one)")
-	fs.StringVar(&domains, "storage-domains", "data1", "comma-separated storage domain names")
+	fs.StringVar(&domains, "storage-domains", "data1", "comma-separated storage domains, NAME or NAME:TYPE (nfs, iscsi, fcp)")
 	fs.DurationVar(&cfg.DiskDelay, "disk-delay", 200*time.Millisecond, "how long a new disk stays locked")
 	fs.DurationVar(&cfg.InitDelay, "init-delay", 300*time.Millisecond, "how long a transfer stays initializing")
 	fs.DurationVar(&cfg.FinalizeDelay, "finalize-delay", 300*time.Millisecond, "how long finalizing takes")
