@@ -1,0 +1,344 @@
+package transfer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"sync"
+
+	"github.com/imageio/imageio/backend"
+	httpbackend "github.com/imageio/imageio/backend/http"
+	nbdbackend "github.com/imageio/imageio/backend/nbd"
+	"github.com/imageio/imageio/checksum"
+	"github.com/imageio/imageio/nbdlocal"
+	"github.com/imageio/imageio/qemuimg"
+)
+
+// Phases reported through Progress by Upload and Download.
+const (
+	PhaseInspecting  = "inspecting image"
+	PhaseUploading   = "uploading"
+	PhaseDownloading = "downloading"
+	PhaseFlushing    = "flushing"
+	PhaseVerifying   = "verifying"
+)
+
+// ErrVerifyMismatch is wrapped by *VerifyError.
+var ErrVerifyMismatch = errors.New("checksum mismatch")
+
+// VerifyError says that the checksums of the two ends differ after a copy.
+type VerifyError struct {
+	Algorithm     string
+	Local, Remote string
+}
+
+func (e *VerifyError) Error() string {
+	return fmt.Sprintf("%v: local %s %s, remote %s", ErrVerifyMismatch, e.Algorithm, e.Local, e.Remote)
+}
+
+func (e *VerifyError) Unwrap() error { return ErrVerifyMismatch }
+
+// Result describes a finished upload or download.
+type Result struct {
+	Stats Stats
+	// Size is the number of bytes transferred: the image's virtual size
+	// for an upload, the remote image's size for a download.
+	Size int64
+	// Checksum is the block checksum of both ends (blake2b, 4 MiB blocks)
+	// when Verify was set.
+	Checksum string
+	// URL is the transfer URL used (after fallback to the proxy or the
+	// Unix socket), with the ticket id redacted.
+	URL string
+}
+
+// UploadOptions configure Upload.
+type UploadOptions struct {
+	Path   string // local image
+	Member string // disk inside the OVA at Path
+	Format string // qemu format of the image; "" probes it
+	URL    string // transfer URL
+	HTTP   httpbackend.Options
+	// Workers (default 4, capped by the daemon's max_writers) and
+	// BufferSize (default 4 MiB) as in Options.
+	Workers, BufferSize int
+	Progress            func(Progress)
+	// DiskIsZero says the target disk reads as zeros, so zero extents
+	// are not sent.
+	DiskIsZero bool
+	// Verify compares the block checksums of both ends after the copy.
+	Verify bool
+}
+
+// Upload copies a local image (any format qemu reads, or an OVA member)
+// to the daemon's transfer URL.
+func Upload(ctx context.Context, o UploadOptions) (res Result, err error) {
+	report(o.Progress, Progress{Phase: PhaseInspecting})
+	remote, err := openRemote(ctx, o.URL, o.HTTP, o.BufferSize)
+	if err != nil {
+		return res, err
+	}
+	defer remote.Close()
+	res.URL = remote.URL()
+	workers := capWorkers(o.Workers, remote.Caps().MaxWriters)
+
+	srv, err := nbdlocal.Start(ctx, nbdlocal.Config{
+		Path: o.Path, Member: o.Member, Format: o.Format, ReadOnly: true, Shared: workers + 1,
+	})
+	if err != nil {
+		return res, err
+	}
+	defer func() {
+		if serr := srv.Stop(); serr != nil && err == nil {
+			err = serr
+		}
+	}()
+	local, err := nbdbackend.Open(ctx, srv.URL(), nbdbackend.Options{ReadOnly: true})
+	if err != nil {
+		return res, err
+	}
+	defer local.Close()
+	res.Size = local.Size()
+
+	res.Stats, err = Copy(ctx, remote, local, Options{
+		Workers:    workers,
+		BufferSize: o.BufferSize,
+		Progress:   o.Progress,
+		Phase:      PhaseUploading,
+		ZeroTarget: o.DiskIsZero,
+	})
+	if err != nil {
+		return res, fmt.Errorf("uploading %q: %w", o.Path, err)
+	}
+	if o.Verify {
+		res.Checksum, err = verify(ctx, local, remote, o.Progress)
+	}
+	return res, err
+}
+
+// DownloadOptions configure Download.
+type DownloadOptions struct {
+	URL  string // transfer URL
+	HTTP httpbackend.Options
+	// Path is the new local image; it must not exist.
+	Path string
+	// Format is "qcow2" (default) or "raw".
+	Format string
+	// BackingFile and BackingFormat make the new image an overlay (qcow2);
+	// then zero extents are written and holes left to the backing file.
+	BackingFile, BackingFormat string
+	// Workers (default 4, capped by the daemon's max_readers) and
+	// BufferSize (default 4 MiB) as in Options.
+	Workers, BufferSize int
+	Progress            func(Progress)
+	// KeepPartial keeps the image when the download fails or is canceled.
+	KeepPartial bool
+	// Verify compares the block checksums of both ends after the copy.
+	Verify bool
+	// Incremental copies only the dirty extents (a backup from a
+	// checkpoint), usually into an overlay of the previous backup.
+	Incremental bool
+}
+
+// Download copies the daemon's image at the transfer URL to a new local
+// image made with qemu-img create. On failure or cancel the new image is
+// removed unless KeepPartial.
+func Download(ctx context.Context, o DownloadOptions) (res Result, err error) {
+	format := o.Format
+	if format == "" {
+		format = "qcow2"
+	}
+	if format != "qcow2" && format != "raw" {
+		return res, fmt.Errorf("downloading to %q: unsupported format %q (want qcow2 or raw)", o.Path, format)
+	}
+	if _, err := os.Lstat(o.Path); err == nil {
+		return res, fmt.Errorf("downloading to %q: %w", o.Path, fs.ErrExist)
+	}
+	remote, err := openRemote(ctx, o.URL, o.HTTP, o.BufferSize)
+	if err != nil {
+		return res, err
+	}
+	defer remote.Close()
+	res.URL = remote.URL()
+	res.Size = remote.Size()
+	workers := capWorkers(o.Workers, remote.Caps().MaxReaders)
+
+	defer func() {
+		if err != nil && !o.KeepPartial {
+			os.Remove(o.Path)
+		}
+	}()
+	if err := qemuimg.Create(ctx, o.Path, qemuimg.CreateOptions{
+		Format: format, Size: res.Size, BackingFile: o.BackingFile, BackingFormat: o.BackingFormat,
+	}); err != nil {
+		return res, err
+	}
+	srv, err := nbdlocal.Start(ctx, nbdlocal.Config{Path: o.Path, Format: format, Shared: workers + 1})
+	if err != nil {
+		return res, err
+	}
+	defer func() {
+		if serr := srv.Stop(); serr != nil && err == nil {
+			err = serr
+		}
+	}()
+	local, err := nbdbackend.Open(ctx, srv.URL(), nbdbackend.Options{Sparse: true})
+	if err != nil {
+		return res, err
+	}
+	defer local.Close()
+	// qcow2 rounds the size up to 512 bytes; copy and compare the
+	// remote's size only.
+	target := resize(local, res.Size)
+
+	res.Stats, err = Copy(ctx, target, remote, Options{
+		Workers:    workers,
+		BufferSize: o.BufferSize,
+		Progress:   o.Progress,
+		Phase:      PhaseDownloading,
+		// A new image reads as zeros, unless it has a backing file.
+		ZeroTarget: o.BackingFile == "",
+		SkipHoles:  true,
+		Dirty:      o.Incremental,
+	})
+	if err != nil {
+		return res, fmt.Errorf("downloading to %q: %w", o.Path, err)
+	}
+	if o.Verify {
+		res.Checksum, err = verify(ctx, target, remote, o.Progress)
+	}
+	return res, err
+}
+
+func openRemote(ctx context.Context, url string, opts httpbackend.Options, bufferSize int) (*httpbackend.Backend, error) {
+	if opts.BufferSize == 0 && bufferSize > 0 {
+		opts.BufferSize = min(bufferSize, MaxBufferSize)
+	}
+	return httpbackend.Open(ctx, url, opts)
+}
+
+func capWorkers(workers, limit int) int {
+	if workers <= 0 {
+		workers = DefaultWorkers
+	}
+	if limit > 0 {
+		workers = min(workers, limit)
+	}
+	return workers
+}
+
+func report(progress func(Progress), p Progress) {
+	if progress != nil {
+		progress(p)
+	}
+}
+
+// verify computes the block checksum of local (as large as remote) and asks
+// the daemon for remote's.
+func verify(ctx context.Context, local backend.Backend, remote *httpbackend.Backend, progress func(Progress)) (string, error) {
+	size := remote.Size()
+	report(progress, Progress{Phase: PhaseVerifying, Total: size})
+	var done int64
+	opts := checksum.Options{}
+	if progress != nil {
+		// checksum calls Progress from several workers.
+		var mu sync.Mutex
+		opts.Progress = func(n int64) {
+			mu.Lock()
+			defer mu.Unlock()
+			done += n
+			progress(Progress{Phase: PhaseVerifying, Done: done, Total: size})
+		}
+	}
+	sum, err := checksum.ComputeWithOptions(ctx, resize(local, size), opts)
+	if err != nil {
+		return "", fmt.Errorf("computing local checksum: %w", err)
+	}
+	remoteSum, err := remote.Checksum(ctx, sum.Algorithm, sum.BlockSize)
+	if err != nil {
+		return "", err
+	}
+	if remoteSum != sum.Checksum {
+		return "", &VerifyError{Algorithm: sum.Algorithm, Local: sum.Checksum, Remote: remoteSum}
+	}
+	return sum.Checksum, nil
+}
+
+// resized shows a backend as size bytes: cut short, or extended with zeros
+// (a hole) that cannot be written.
+type resized struct {
+	backend.Backend
+	size int64
+}
+
+func resize(b backend.Backend, size int64) backend.Backend {
+	if b.Size() == size {
+		return b
+	}
+	return &resized{Backend: b, size: size}
+}
+
+func (r *resized) Size() int64 { return r.size }
+
+func (r *resized) check(off, length int64) error {
+	if off < 0 || length < 0 || off > r.size-length {
+		return fmt.Errorf("range %d+%d of %d bytes: %w", off, length, r.size, backend.ErrOutOfRange)
+	}
+	return nil
+}
+
+func (r *resized) ReadAt(ctx context.Context, p []byte, off int64) error {
+	if err := r.check(off, int64(len(p))); err != nil {
+		return err
+	}
+	inner := max(0, min(int64(len(p)), r.Backend.Size()-off))
+	if inner > 0 {
+		if err := r.Backend.ReadAt(ctx, p[:inner], off); err != nil {
+			return err
+		}
+	}
+	clear(p[inner:])
+	return nil
+}
+
+func (r *resized) WriteAt(ctx context.Context, p []byte, off int64) error {
+	if err := r.check(off, int64(len(p))); err != nil {
+		return err
+	}
+	return r.Backend.WriteAt(ctx, p, off)
+}
+
+func (r *resized) Zero(ctx context.Context, off, length int64, punch bool) error {
+	if err := r.check(off, length); err != nil {
+		return err
+	}
+	return r.Backend.Zero(ctx, off, length, punch)
+}
+
+func (r *resized) Extents(ctx context.Context, name string) ([]backend.Extent, error) {
+	ext, err := r.Backend.Extents(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	out := ext[:0:0]
+	var end int64
+	for _, e := range ext {
+		if e.Start >= r.size {
+			break
+		}
+		e.Length = min(e.End(), r.size) - e.Start
+		out = append(out, e)
+		end = e.End()
+	}
+	if end < r.size {
+		tail := backend.Extent{Start: end, Length: r.size - end, Zero: true, Hole: name == backend.ContextZero}
+		if n := len(out); n > 0 && out[n-1].Zero == tail.Zero && out[n-1].Hole == tail.Hole && !out[n-1].Dirty {
+			out[n-1].Length += tail.Length
+		} else {
+			out = append(out, tail)
+		}
+	}
+	return out, nil
+}
