@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -503,9 +504,13 @@ func (c *Client) readLoop() {
 	c.mu.Lock()
 	closing := c.closing
 	c.mu.Unlock()
-	if closing {
+	switch {
+	case closing:
 		err = ErrClosed
-	} else if !errors.Is(err, ErrProtocol) {
+	case errors.Is(err, ErrProtocol):
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		err = fmt.Errorf("reading replies: server closed the connection: %w", err)
+	default:
 		err = fmt.Errorf("reading replies: %w", err)
 	}
 	c.fail(err)

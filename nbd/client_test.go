@@ -5,8 +5,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 )
 
@@ -142,4 +144,39 @@ func firstDiff(a, b []byte) int {
 		return min(len(a), len(b))
 	}
 	return -1
+}
+
+func TestTCP(t *testing.T) {
+	img := filepath.Join(t.TempDir(), "disk.raw")
+	run(t, "qemu-img", "create", "-q", "-f", "raw", img, "1M")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	hostport := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	startServerOn(t, "tcp", hostport, "qemu-nbd", "--persistent", "--bind=127.0.0.1",
+		"--port="+strconv.Itoa(port), "--export-name=disk", "--format=raw", img)
+	for _, url := range []string{
+		"nbd://" + hostport + "/disk",
+		"nbd:" + hostport + ":exportname=disk",
+	} {
+		t.Run(url, func(t *testing.T) {
+			addr, err := ParseURL(url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := dial(t, addr, Options{})
+			ctx := testContext(t)
+			p := []byte("hello over tcp")
+			if err := c.WriteAt(ctx, p, 1000); err != nil {
+				t.Fatal(err)
+			}
+			got := make([]byte, len(p))
+			if err := c.ReadAt(ctx, got, 1000); err != nil || !bytes.Equal(got, p) {
+				t.Fatalf("ReadAt = %q, %v; want %q", got, err, p)
+			}
+		})
+	}
 }

@@ -454,3 +454,42 @@ func TestBlockStatusViolations(t *testing.T) {
 		})
 	}
 }
+
+func TestCanceledReadMidData(t *testing.T) {
+	// The server starts a data chunk and stalls in the middle of it. A
+	// canceled ReadAt must not return while the reader may still write
+	// into its buffer: after a grace period the connection is broken.
+	stop := make(chan struct{})
+	defer close(stop)
+	fs := &fakeServer{structured: true, size: 1 << 20, serve: func(c *fakeConn) {
+		req, ok := c.request()
+		if !ok {
+			return
+		}
+		full := chunkBytes(replyFlagDone, chunkOffsetData, req.cookie,
+			append(binary.BigEndian.AppendUint64(nil, req.off), pattern(req.off, req.length)...))
+		c.write(full[:len(full)/2])
+		<-stop
+	}}
+	c := dial(t, fs.start(t), Options{MetaContexts: []string{}})
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	p := make([]byte, 1<<20)
+	start := time.Now()
+	err := c.ReadAt(ctx, p, 0)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("ReadAt error = %v, want DeadlineExceeded", err)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Fatalf("ReadAt returned after %v", d)
+	}
+	// The reader is gone: the buffer stays as it was left.
+	snapshot := append([]byte(nil), p...)
+	err = c.ReadAt(boundedContext(t, 10*time.Second), make([]byte, 1), 0)
+	if !errors.Is(err, ErrClosed) {
+		t.Fatalf("ReadAt after the broken read = %v, want ErrClosed", err)
+	}
+	if !bytes.Equal(p, snapshot) {
+		t.Fatal("buffer changed after ReadAt returned")
+	}
+}

@@ -33,6 +33,12 @@ func socketDir(t testing.TB) string {
 // waits until it accepts connections and stops it when the test ends.
 func startServer(t testing.TB, sock string, name string, args ...string) {
 	t.Helper()
+	startServerOn(t, "unix", sock, name, args...)
+}
+
+// startServerOn is startServer for any network address.
+func startServerOn(t testing.TB, network, addr string, name string, args ...string) {
+	t.Helper()
 	testutil.Need(t, name)
 	cmd := exec.Command(name, args...)
 	var stderr strings.Builder
@@ -57,7 +63,7 @@ func startServer(t testing.TB, sock string, name string, args ...string) {
 	})
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		c, err := net.Dial("unix", sock)
+		c, err := net.Dial(network, addr)
 		if err == nil {
 			c.Close()
 			return
@@ -68,7 +74,7 @@ func startServer(t testing.TB, sock string, name string, args ...string) {
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s did not listen on %s: %v", name, sock, err)
+			t.Fatalf("%s did not listen on %s: %v", name, addr, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
