@@ -46,7 +46,8 @@ type Client struct {
 	// readerDone is closed when the reply reader goroutine has exited.
 	readerDone chan struct{}
 
-	// mu guards the fields that follow.
+	// mu guards the fields that follow. It is never held together with a
+	// request's bufMu, nor during network I/O.
 	mu      sync.Mutex
 	pending map[uint64]*request // requests sent and not yet answered
 	cookie  uint64              // last cookie used
