@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bufio"
 	"context"
 	"log/slog"
 	"math"
@@ -19,6 +20,9 @@ import (
 // net/http or crypto/tls) take precedence until they are cleared.
 type timeoutConn struct {
 	net.Conn
+	// br buffers reads for TLS, which otherwise reads the socket once or
+	// twice per 16 KiB record; nil reads the socket directly.
+	br *bufio.Reader
 
 	// mu guards the fields that follow.
 	mu            sync.Mutex
@@ -34,6 +38,18 @@ func (c *timeoutConn) setTimeout(d time.Duration) {
 }
 
 func (c *timeoutConn) Read(p []byte) (int, error) {
+	if c.br != nil {
+		return c.br.Read(p)
+	}
+	return c.readSocket(p)
+}
+
+// rawReader reads the socket of a timeoutConn, under its bufio.Reader.
+type rawReader struct{ c *timeoutConn }
+
+func (r rawReader) Read(p []byte) (int, error) { return r.c.readSocket(p) }
+
+func (c *timeoutConn) readSocket(p []byte) (int, error) {
 	c.mu.Lock()
 	d := c.readDeadline
 	if d.IsZero() {
@@ -88,6 +104,9 @@ func (c *timeoutConn) SetWriteDeadline(t time.Time) error {
 type timeoutListener struct {
 	net.Listener
 	timeout time.Duration
+	// readBuffer is the size of the read buffer of each connection; 0
+	// reads the socket directly.
+	readBuffer int
 }
 
 func (l *timeoutListener) Accept() (net.Conn, error) {
@@ -95,7 +114,11 @@ func (l *timeoutListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &timeoutConn{Conn: c, timeout: l.timeout}, nil
+	tc := &timeoutConn{Conn: c, timeout: l.timeout}
+	if l.readBuffer > 0 {
+		tc.br = bufio.NewReaderSize(rawReader{tc}, l.readBuffer)
+	}
+	return tc, nil
 }
 
 // connBackend is a backend opened for one connection and one ticket. Close

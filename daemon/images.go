@@ -55,6 +55,7 @@ func (s *Service) authorize(r *request, op string) (*ticket.Ticket, *connBackend
 	if size <= 0 {
 		size = DefaultBufferSize
 	}
+	size = min(size, MaxDataBuffer)
 	b := &connBackend{Backend: be, bufferSize: size}
 	if err := t.Attach(r.conn.id, b); err != nil {
 		b.Close()
