@@ -34,9 +34,8 @@ type options struct {
 	logLevel   string
 }
 
-// run is imageiod without the process: it returns the exit code.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	var opts options
+// newFlagSet binds the command line flags to opts.
+func newFlagSet(opts *options, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("imageiod", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -47,6 +46,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&opts.confDir, "conf-dir", "/etc/ovirt-imageio", "same as -c")
 	fs.BoolVar(&opts.showConfig, "show-config", false, "print the merged configuration as JSON and exit")
 	fs.StringVar(&opts.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	return fs
+}
+
+// run is imageiod without the process: it returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var opts options
+	fs := newFlagSet(&opts, stderr)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
