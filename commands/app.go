@@ -167,6 +167,3 @@ func connFlags(o *connOptions) []cli.Flag {
 		&cli.BoolFlag{Name: "use-proxy", DisableDefaultText: true, Usage: "transfer through the engine's imageio proxy (proxy_url) only", Destination: &o.UseProxy, Category: catEngine},
 	}
 }
-
-// errNotImplemented is returned by code paths whose packages have not landed.
-var errNotImplemented = errors.New("not implemented yet")

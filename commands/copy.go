@@ -2,17 +2,20 @@ package commands
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"sync/atomic"
 
+	httpbackend "github.com/imageio/imageio/backend/http"
 	nbdbackend "github.com/imageio/imageio/backend/nbd"
 	"github.com/imageio/imageio/checksum"
 	"github.com/imageio/imageio/engine"
 	"github.com/imageio/imageio/nbdlocal"
 	"github.com/imageio/imageio/qemuimg"
+	"github.com/imageio/imageio/transfer"
 )
 
 // copyRequest is what upload and download hand to the transfer package.
@@ -55,14 +58,104 @@ type copyResult struct {
 	Checksum *checksumResult
 }
 
-// uploadData copies the local image to req.URL.
+// uploadData copies the local image to req.URL (or its proxy).
 func uploadData(ctx context.Context, req copyRequest) (copyResult, error) {
-	return copyResult{}, errNotImplemented
+	url, httpOpts, err := remoteOptions(req)
+	if err != nil {
+		return copyResult{}, err
+	}
+	res, err := transfer.Upload(ctx, transfer.UploadOptions{
+		Path:       req.Path,
+		Member:     req.Member,
+		URL:        url,
+		HTTP:       httpOpts,
+		Workers:    req.Workers,
+		BufferSize: req.BufferSize,
+		Progress:   progressFunc(req.Display),
+		DiskIsZero: req.DiskIsZero,
+		Verify:     req.Verify,
+	})
+	req.Log.Debug("upload finished", "url", res.URL, "copied", res.Stats.Copied, "zeroed", res.Stats.Zeroed,
+		"skipped", res.Stats.Skipped, "requests", res.Stats.Requests, "workers", res.Stats.Workers, "elapsed", res.Stats.Elapsed)
+	if err != nil {
+		return copyResult{}, explain(err)
+	}
+	return resultOf(res), nil
 }
 
-// downloadData copies req.URL into a new local image.
+// downloadData copies req.URL (or its proxy) into a new local image.
 func downloadData(ctx context.Context, req copyRequest) (copyResult, error) {
-	return copyResult{}, errNotImplemented
+	url, httpOpts, err := remoteOptions(req)
+	if err != nil {
+		return copyResult{}, err
+	}
+	res, err := transfer.Download(ctx, transfer.DownloadOptions{
+		URL:           url,
+		HTTP:          httpOpts,
+		Path:          req.Path,
+		Format:        req.Format,
+		BackingFile:   req.BackingFile,
+		BackingFormat: req.BackingFormat,
+		Workers:       req.Workers,
+		BufferSize:    req.BufferSize,
+		Progress:      progressFunc(req.Display),
+		KeepPartial:   req.KeepPartial,
+		Verify:        req.Verify,
+	})
+	req.Log.Debug("download finished", "url", res.URL, "copied", res.Stats.Copied, "zeroed", res.Stats.Zeroed,
+		"skipped", res.Stats.Skipped, "requests", res.Stats.Requests, "workers", res.Stats.Workers, "elapsed", res.Stats.Elapsed)
+	if err != nil {
+		return copyResult{}, explain(err)
+	}
+	return resultOf(res), nil
+}
+
+// remoteOptions picks the URL to open and the HTTP options: the transfer
+// URL with the proxy as fallback, or the proxy alone with --use-proxy or
+// when there is no transfer URL.
+func remoteOptions(req copyRequest) (string, httpbackend.Options, error) {
+	opts := httpbackend.Options{
+		CAFile:     req.CAFile,
+		Insecure:   req.Insecure,
+		ProxyURL:   req.ProxyURL,
+		BufferSize: req.BufferSize,
+		MaxConns:   req.Workers,
+		Notify: func(msg string) {
+			req.Display.Printf("imageio: %s", msg)
+		},
+	}
+	url := req.URL
+	if req.UseProxy || url == "" {
+		url, opts.ProxyURL = req.ProxyURL, ""
+	}
+	if url == "" {
+		return "", opts, errors.New("no transfer URL: the engine gave neither transfer_url nor proxy_url")
+	}
+	return url, opts, nil
+}
+
+// progressFunc turns the transfer's progress reports into the display's.
+// The transfer's "inspecting image" is dropped when a later phase is
+// already shown (the engine flow inspects the image itself).
+func progressFunc(disp *progress) func(transfer.Progress) {
+	return func(p transfer.Progress) {
+		if p.Phase == transfer.PhaseInspecting && disp.current() != "" {
+			return
+		}
+		disp.Phase(p.Phase)
+		if p.Total > 0 || p.Done > 0 {
+			disp.Update(p.Done, p.Total)
+		}
+	}
+}
+
+// resultOf converts the transfer's result.
+func resultOf(res transfer.Result) copyResult {
+	cr := copyResult{Size: res.Size, Bytes: res.Stats.Copied}
+	if res.Checksum != "" {
+		cr.Checksum = &checksumResult{Algorithm: checksum.DefaultAlgorithm, BlockSize: checksum.DefaultBlockSize, Checksum: res.Checksum}
+	}
+	return cr
 }
 
 // inspectImage learns what the engine needs to plan a disk for the image:

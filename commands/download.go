@@ -143,7 +143,7 @@ func runDownload(ctx context.Context, opts downloadOptions, args []string, stdou
 // always finalizes the transfer, even after a failure or an interruption.
 func downloadWithEngine(ctx context.Context, opts downloadOptions, req copyRequest, res *uploadResult) (err error) {
 	disp := req.Display
-	c, err := connectEngine(ctx, opts.Conn, req.Log)
+	c, err := connectEngine(ctx, opts.Conn, &req)
 	if err != nil {
 		return err
 	}

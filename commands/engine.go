@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
-	"log/slog"
 	"os"
 	"time"
 
@@ -21,12 +20,16 @@ func cleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 }
 
-// connectEngine resolves the connection flags and profile and logs in.
-func connectEngine(ctx context.Context, o connOptions, log *slog.Logger) (*engine.Client, error) {
+// connectEngine resolves the connection flags and profile and logs in. It
+// also sets the CA file and verification of req, which the imageio daemons
+// share with the engine.
+func connectEngine(ctx context.Context, o connOptions, req *copyRequest) (*engine.Client, error) {
+	log := req.Log
 	conn, err := resolveConn(o, resolver{Getenv: os.Getenv, Prompt: ttyPrompt()})
 	if err != nil {
 		return nil, err
 	}
+	req.CAFile, req.Insecure = conn.CAFile, conn.Insecure
 	log.Debug("connecting to engine", "url", conn.URL, "user", conn.Username, "cafile", conn.CAFile, "insecure", conn.Insecure)
 	c, err := engine.Connect(ctx, engine.Config{
 		URL:      conn.URL,

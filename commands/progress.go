@@ -22,6 +22,7 @@ const (
 	phaseUploading        = "uploading"
 	phaseDownloading      = "downloading"
 	phaseComputing        = "computing checksum"
+	phaseFlushing         = "flushing"
 	phaseVerifying        = "verifying"
 	phaseFinalizing       = "finalizing"
 	phaseCancelling       = "cancelling"
@@ -140,6 +141,13 @@ func (p *progress) Phase(name string) {
 		p.bar.SetCurrent(0)
 		p.bar.SetTotal(p.size)
 	}
+}
+
+// current returns the phase shown.
+func (p *progress) current() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.phase
 }
 
 // Update records that done of size bytes of the current phase are done.

@@ -223,7 +223,7 @@ func uploadWithEngine(ctx context.Context, opts uploadOptions, req copyRequest, 
 		return err
 	}
 	req.Size = facts.VirtualSize
-	c, err := connectEngine(ctx, opts.Conn, log)
+	c, err := connectEngine(ctx, opts.Conn, &req)
 	if err != nil {
 		return err
 	}
@@ -243,6 +243,7 @@ func uploadWithEngine(ctx context.Context, opts uploadOptions, req copyRequest, 
 			StorageDomain: opts.StorageDomain,
 			Format:        opts.Format,
 			Preallocated:  opts.Preallocated,
+			BlockStorage:  sd.Block(),
 			ID:            newUUID(),
 		})
 		if err != nil {
