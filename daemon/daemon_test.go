@@ -370,6 +370,11 @@ func TestProxyChain(t *testing.T) {
 	if code != 200 || !strings.Contains(string(body), `"hole": true`) {
 		t.Errorf("extents through proxy = %d %s", code, body)
 	}
+	_, hostSum := get(t, host.https, host.base+"/images/chain-ticket-0001/checksum?algorithm=sha256")
+	code, proxySum := get(t, proxy.https, proxy.base+"/images/chain-ticket-0001/checksum?algorithm=sha256")
+	if code != 200 || !bytes.Equal(hostSum, proxySum) {
+		t.Errorf("checksum through proxy = %d %s, host says %s", code, proxySum, hostSum)
+	}
 	// Upload a whole new image through the proxy, byte-exact.
 	upload := pattern(size, 99)
 	clear(upload[2<<20 : 3<<20])
