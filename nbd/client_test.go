@@ -36,6 +36,16 @@ func TestDialQemuNBD(t *testing.T) {
 	if !c.StructuredReplies() {
 		t.Error("StructuredReplies() = false, want true")
 	}
+	ctx := testContext(t)
+	t.Logf("flags %#x, block size %+v", uint16(f), c.BlockSize())
+	if f.CanFastZero() {
+		if err := c.Zero(ctx, 0, 1<<20, ZeroFast); err != nil && !errors.Is(err, ErrNotSupported) {
+			t.Errorf("Zero(ZeroFast): %v", err)
+		}
+	}
+	if err := c.Trim(ctx, 1<<20, 1<<20); err != nil {
+		t.Errorf("Trim: %v", err)
+	}
 }
 
 func TestUnknownExport(t *testing.T) {
