@@ -395,3 +395,26 @@ func TestProxyChain(t *testing.T) {
 		t.Errorf("OPTIONS through proxy = %s", opts)
 	}
 }
+
+func TestDaemonAbstractLocalSocket(t *testing.T) {
+	e := startDaemon(t, func(c *config.Config) { c.Local.Socket = "" })
+	sock := e.d.LocalSocket()
+	if !strings.HasPrefix(sock, "\x00/org/ovirt/imageio/") || len(sock) != len("\x00/org/ovirt/imageio/")+32 {
+		t.Fatalf("random local socket = %q", sock)
+	}
+	path := filepath.Join(t.TempDir(), "disk.raw")
+	data := pattern(1<<20, 2)
+	os.WriteFile(path, data, 0o644)
+	e.addTicket(t, "abstract-ticket-1", "file://"+path, int64(len(data)), `["read"]`)
+	local := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", "@"+sock[1:])
+	}}}
+	defer local.CloseIdleConnections()
+	code, body := get(t, local, "http://localhost/images/abstract-ticket-1")
+	if code != 200 || !bytes.Equal(body, data) {
+		t.Errorf("GET over the abstract socket = %d, %d bytes", code, len(body))
+	}
+	if e.d.ControlAddr() == nil {
+		t.Error("no control address")
+	}
+}
