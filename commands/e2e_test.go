@@ -11,6 +11,7 @@ import (
 	"github.com/imageio/imageio/engine"
 	"github.com/imageio/imageio/enginesim"
 	"github.com/imageio/imageio/internal/testutil"
+	"github.com/imageio/imageio/qemuimg"
 )
 
 // startSim starts an engine simulator with real imageiod daemons and puts
@@ -117,4 +118,76 @@ func TestRemoteChecksum(t *testing.T) {
 // ticketOf returns the last path element of a transfer URL.
 func ticketOf(url string) string {
 	return url[strings.LastIndex(url, "/")+1:]
+}
+
+// TestTransferURL uploads to and downloads from transfer URLs opened by
+// someone else (no engine flags), in both flag orders.
+func TestTransferURL(t *testing.T) {
+	sim := startSim(t, enginesim.Config{})
+	c := testClient(t, sim)
+	dir := t.TempDir()
+	qcow := sampleImage(t, dir, "disk.qcow2", "qcow2")
+	ca := sim.CAFile()
+
+	up := openTransfer(t, sim, c, 4<<20, engine.Upload)
+	orders := [][]string{
+		{"upload", qcow, "--transfer-url", up.TransferURL, "--cafile", ca, "--verify"},
+		{"upload", "--transfer-url=" + up.TransferURL, "--cafile", ca, "--max-workers", "2", qcow},
+	}
+	for _, args := range orders {
+		steps, res, stderr, code := jsonRun(t, context.Background(), args...)
+		if code != 0 {
+			t.Fatalf("%q: exit %d: %s", args, code, stderr)
+		}
+		if res.Size != 4<<20 || res.DiskID != "" || res.TransferID != "" || !contains(phases(steps), phaseUploading) {
+			t.Errorf("result %+v, phases %q", res, phases(steps))
+		}
+		if strings.Contains(strings.Join(args, " "), "--verify") && res.Checksum == nil {
+			t.Errorf("--verify gave no checksum: %+v", res)
+		}
+	}
+
+	// Download the disk back through a new transfer whose transfer URL is
+	// dead, with the proxy as fallback; then refuse to overwrite the file.
+	t.Run("download", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		upURL := up.TransferURL
+		if err := c.Finalize(ctx, up); err != nil {
+			t.Fatalf("finalizing the upload: %v", err)
+		}
+		sim.SetFaults(enginesim.Faults{DeadTransferURL: true})
+		tr, err := c.StartTransfer(ctx, engine.TransferSpec{DiskID: up.DiskID, Direction: engine.Download})
+		sim.SetFaults(enginesim.Faults{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Finalize(context.Background(), tr)
+		out := filepath.Join(t.TempDir(), "out.raw")
+		_, res, stderr, code := jsonRun(t, context.Background(), "download", tr.TransferURL, out, "--proxy-url", tr.ProxyURL, "--cafile", ca, "-f", "raw", "--verify")
+		if code != 0 {
+			t.Fatalf("download: exit %d: %s", code, stderr)
+		}
+		if !strings.Contains(stderr, "proxy") {
+			t.Errorf("stderr %q does not report the proxy fallback", stderr)
+		}
+		if res.Checksum == nil || res.Size != 4<<20 {
+			t.Errorf("result %+v", res)
+		}
+		ctxc, cancelc := context.WithTimeout(context.Background(), time.Minute)
+		defer cancelc()
+		if err := qemuimg.Compare(ctxc, qcow, out, qemuimg.CompareOptions{}); err != nil {
+			t.Errorf("downloaded image differs: %v", err)
+		}
+		// The upload's ticket is gone now that its transfer finished.
+		_, stderr, code = runApp(t, context.Background(), "upload", qcow, "--transfer-url", upURL, "--cafile", ca)
+		if code != ExitFailure || !strings.Contains(stderr, "403") || !strings.Contains(stderr, "expired") || strings.Contains(stderr, ticketOf(upURL)) {
+			t.Errorf("upload to a finished transfer: exit %d, stderr %q", code, stderr)
+		}
+		// The file exists now: a second download must not overwrite it.
+		_, stderr, code = runApp(t, context.Background(), "download", tr.ProxyURL, out, "--cafile", ca, "-q")
+		if code != ExitFailure || !strings.Contains(stderr, "exists") {
+			t.Errorf("download over an existing file: exit %d, stderr %q", code, stderr)
+		}
+	})
 }
