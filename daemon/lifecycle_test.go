@@ -282,3 +282,24 @@ func TestShutdownCutsAfterBound(t *testing.T) {
 		t.Errorf("shutdown took %v", d)
 	}
 }
+
+func TestTransferredAndIdle(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	tk := e.addImage("write-ticket-0001", mem.New(1<<20), writeTicket)
+	if r := e.do("PUT", "/images/write-ticket-0001?flush=n", bytes.NewReader(pattern(300000, 1))); r.code != 200 {
+		t.Fatalf("PUT = %s", r)
+	}
+	if r := e.do("PATCH", "/images/write-ticket-0001", strings.NewReader(`{"op": "zero", "offset": 200000, "size": 300000}`)); r.code != 200 {
+		t.Fatalf("PATCH = %s", r)
+	}
+	e.clock.Add(7)
+	st := tk.Status()
+	if st.Transferred == nil || *st.Transferred != 500000 {
+		t.Errorf("transferred = %v, want 500000 (union of written and zeroed ranges)", st.Transferred)
+	}
+	if st.IdleTime != 7 || st.Active || st.Connections != 1 {
+		t.Errorf("idle_time %d active %v connections %d, want 7 false 1", st.IdleTime, st.Active, st.Connections)
+	}
+	e.client.CloseIdleConnections()
+	waitFor(t, "the connection to close", func() bool { return tk.Status().Connections == 0 })
+}
