@@ -53,6 +53,9 @@ type Client struct {
 	cookie  uint64              // last cookie used
 	err     error               // why the connection is unusable; nil while it works
 	closing bool                // Close was called
+	// shutdown is the ESHUTDOWN error the server sent: no new requests
+	// are sent, and Close disconnects.
+	shutdown error
 }
 
 // request is one command in flight.
@@ -335,8 +338,11 @@ func (c *Client) start(ctx context.Context, cmd, flags uint16, off, length int64
 	defer func() { <-c.wsem }()
 
 	c.mu.Lock()
-	if c.err != nil {
+	if c.err != nil || c.shutdown != nil {
 		err := c.err
+		if err == nil {
+			err = c.shutdown
+		}
 		c.mu.Unlock()
 		return nil, err
 	}
@@ -471,6 +477,10 @@ func (c *Client) complete(req *request, err error) {
 		return
 	}
 	delete(c.pending, req.cookie)
+	var e *Error
+	if errors.As(err, &e) && e.Errno == ESHUTDOWN && c.shutdown == nil {
+		c.shutdown = err
+	}
 	c.mu.Unlock()
 	req.err = err
 	close(req.done)

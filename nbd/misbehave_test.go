@@ -493,3 +493,36 @@ func TestCanceledReadMidData(t *testing.T) {
 		t.Fatal("buffer changed after ReadAt returned")
 	}
 }
+
+func TestServerShutdown(t *testing.T) {
+	// After ESHUTDOWN the client sends no new requests; Close sends
+	// NBD_CMD_DISC.
+	disc := make(chan bool, 1)
+	fs := &fakeServer{structured: true, size: 1 << 20, flags: uint16(FlagSendFlush), serve: func(c *fakeConn) {
+		req, ok := c.request()
+		if !ok {
+			disc <- false
+			return
+		}
+		c.simple(ESHUTDOWN, req.cookie, nil)
+		next, _ := c.request() // the next thing must be NBD_CMD_DISC
+		disc <- next.typ == cmdDisc
+	}}
+	c := dial(t, fs.start(t), Options{MetaContexts: []string{}})
+	ctx := boundedContext(t, 10*time.Second)
+	if err := c.Flush(ctx); errnoOf(err) != ESHUTDOWN {
+		t.Fatalf("Flush error = %v, want ESHUTDOWN", err)
+	}
+	if err := c.ReadAt(ctx, make([]byte, 10), 0); errnoOf(err) != ESHUTDOWN {
+		t.Fatalf("ReadAt after ESHUTDOWN = %v, want ESHUTDOWN without sending", err)
+	}
+	c.Close()
+	select {
+	case ok := <-disc:
+		if !ok {
+			t.Fatal("server got a request after ESHUTDOWN instead of NBD_CMD_DISC")
+		}
+	case <-ctx.Done():
+		t.Fatal("server saw nothing")
+	}
+}
