@@ -185,7 +185,9 @@ func (c *Client) checkWritable(op string) error {
 }
 
 // ReadAt reads len(p) bytes at off into p. The data goes straight from the
-// connection into p.
+// connection into p. When ctx ends while the reply is arriving, ReadAt
+// gives the data a short grace period and then breaks the connection, so
+// that nothing writes into p after it returns.
 func (c *Client) ReadAt(ctx context.Context, p []byte, off int64) error {
 	if err := c.checkRange("reading", off, int64(len(p))); err != nil {
 		return err
