@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -287,3 +288,44 @@ func TestClientFromConfig(t *testing.T) {
 		t.Error("tcp port -1 accepted")
 	}
 }
+
+func TestLogsRedactIDs(t *testing.T) {
+	var logs strings.Builder
+	var mu sync.Mutex
+	store := ticket.NewStore(ticket.Config{})
+	sock := filepath.Join(t.TempDir(), "control.sock")
+	ln, err := Listen(config.Control{Transport: "unix", Socket: sock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logs.Write(p)
+	}), nil))
+	srv := NewServer(ServerConfig{Tickets: store, Logger: logger})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx, ln) }()
+	const id = "secret-ticket-id-0123456789"
+	raw(t, sock, "PUT", "/tickets/"+id, `{"uuid": "`+id+`", "size": 1, "url": "ftp://h/images/`+id+`", "ops": ["read"], "timeout": 1}`)
+	raw(t, sock, "PUT", "/tickets/"+id, strings.Replace(testTicket, "test-ticket-0123456789", id, 1))
+	raw(t, sock, "GET", "/tickets/"+id, "")
+	raw(t, sock, "GET", "/tickets/missing-"+id, "")
+	raw(t, sock, "PATCH", "/tickets/missing-"+id, `{"timeout": 1}`)
+	raw(t, sock, "DELETE", "/tickets/"+id, "")
+	cancel()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Contains(logs.String(), id) {
+		t.Errorf("log names a whole ticket id:\n%s", logs.String())
+	}
+	if !strings.Contains(logs.String(), "secret-t...") {
+		t.Errorf("log does not name the redacted id:\n%s", logs.String())
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

@@ -92,7 +92,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if he.Code >= 500 {
 		level = slog.LevelError
 	}
-	s.log.Log(r.Context(), level, "request failed", "method", r.Method, "path", redactPath(r.URL.Path), "status", he.Code, "err", redactErr(he))
+	s.log.Log(r.Context(), level, "request failed", "method", r.Method, "path", redactPath(r.URL.Path), "status", he.Code, "err", redactErr(he, r.URL.Path))
 	writeError(w, he.Code, he.Msg)
 }
 
@@ -271,12 +271,14 @@ func redactPath(p string) string {
 }
 
 // redactErr returns the log text of an error: the client message may name
-// the ticket id, the log must not.
-func redactErr(he *httpError) string {
-	if he.Code == http.StatusNotFound && strings.HasPrefix(he.Msg, "No such ticket") {
-		return "no such ticket"
+// the ticket id (of the path; engines use the same id in the body and in
+// proxy URLs), the log must not.
+func redactErr(he *httpError, path string) string {
+	text := he.Error()
+	if id, ok := strings.CutPrefix(path, "/tickets/"); ok && id != "" {
+		text = strings.ReplaceAll(text, id, ticket.Redact(id))
 	}
-	return he.Error()
+	return text
 }
 
 // Run serves the control API on ln until ctx is done, then shuts down
