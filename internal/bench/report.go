@@ -270,6 +270,18 @@ func hostInfo() map[string]string {
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		info["kernel"] = strings.TrimSpace(string(b))
 	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		info["load at end"] = strings.Join(strings.Fields(string(b))[:3], " ")
+	}
+	for _, res := range []string{"cpu", "io"} {
+		if b, err := os.ReadFile("/proc/pressure/" + res); err == nil {
+			// "some avg10=.. avg60=.. avg300=.. total=..": the share of
+			// time some task waited for the resource.
+			if f := strings.Fields(firstLine(string(b))); len(f) >= 4 {
+				info[res+" pressure at end"] = strings.Join(f[1:4], " ")
+			}
+		}
+	}
 	for _, tool := range []string{"qemu-img", "nbdcopy"} {
 		if out, err := exec.Command(tool, "--version").Output(); err == nil {
 			info[tool] = firstLine(string(out))
