@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -277,15 +276,20 @@ func (c *copier) copyRange(ctx context.Context, off, length int64) error {
 	defer c.bufs.Put(bp)
 	buf := *bp
 	if sw, ok := c.dst.(backend.StreamWriter); ok {
-		r := &sourceReader{ctx: ctx, src: c.src, off: off, length: length, buf: buf, progress: c.progress}
+		r := newSourceReader(ctx, c.src, off, length, buf, c.progress)
+		defer r.finish()
 		return sw.WriteFrom(ctx, r, off, length)
 	}
 	if sr, ok := c.src.(backend.StreamReader); ok {
-		w := &targetWriter{ctx: ctx, dst: c.dst, off: off, buf: buf[:min(int64(len(buf)), length)], progress: c.progress}
-		if err := sr.ReadTo(ctx, w, off, length); err != nil {
-			return err
+		w := newTargetWriter(ctx, c.dst, off, buf[:min(int64(len(buf)), length)], c.progress)
+		err := sr.ReadTo(ctx, w, off, length)
+		if err == nil {
+			err = w.flush()
 		}
-		return w.flush()
+		if ferr := w.finish(); err == nil {
+			err = ferr
+		}
+		return err
 	}
 	for done := int64(0); done < length; {
 		n := min(int64(len(buf)), length-done)
@@ -333,122 +337,4 @@ func bufferPool(size int) *sync.Pool {
 		return &b
 	}})
 	return p.(*sync.Pool)
-}
-
-// sourceReader reads [off, off+length) of src, in pieces of len(buf). It
-// is seekable (positions are relative to off), so that the HTTP backend
-// can resend the range after a transient failure. Progress counts each
-// byte once, however often it is read.
-type sourceReader struct {
-	ctx         context.Context
-	src         backend.Backend
-	off, length int64
-	buf         []byte
-	progress    func(int64)
-
-	pos      int64 // next byte to return, relative to off
-	bufStart int64 // range of buf holding data, relative to off
-	bufLen   int64
-	reported int64 // bytes counted in progress
-}
-
-func (r *sourceReader) Read(p []byte) (int, error) {
-	if r.pos >= r.length {
-		return 0, io.EOF
-	}
-	if r.pos < r.bufStart || r.pos >= r.bufStart+r.bufLen {
-		n := min(int64(len(r.buf)), r.length-r.pos)
-		if err := r.src.ReadAt(r.ctx, r.buf[:n], r.off+r.pos); err != nil {
-			r.bufLen = 0
-			return 0, fmt.Errorf("reading source: %w", err)
-		}
-		r.bufStart, r.bufLen = r.pos, n
-	}
-	n := copy(p, r.buf[r.pos-r.bufStart:r.bufLen])
-	r.pos += int64(n)
-	if r.pos > r.reported {
-		r.progress(r.pos - r.reported)
-		r.reported = r.pos
-	}
-	return n, nil
-}
-
-func (r *sourceReader) Seek(offset int64, whence int) (int64, error) {
-	switch whence {
-	case io.SeekStart:
-	case io.SeekCurrent:
-		offset += r.pos
-	case io.SeekEnd:
-		offset += r.length
-	default:
-		return 0, errors.New("seeking: invalid whence")
-	}
-	if offset < 0 {
-		return 0, errors.New("seeking: negative position")
-	}
-	r.pos = offset
-	return offset, nil
-}
-
-// targetWriter writes a stream to dst from off, in pieces of len(buf).
-type targetWriter struct {
-	ctx      context.Context
-	dst      backend.Backend
-	off      int64
-	buf      []byte
-	fill     int
-	progress func(int64)
-}
-
-// ReadFrom reads r into the buffer and writes each full buffer. A read
-// error leaves the partial buffer in place: the caller may continue with
-// another reader holding the following bytes.
-func (w *targetWriter) ReadFrom(r io.Reader) (int64, error) {
-	var total int64
-	for {
-		n, err := r.Read(w.buf[w.fill:])
-		w.fill += n
-		total += int64(n)
-		if w.fill == len(w.buf) {
-			if ferr := w.flush(); ferr != nil {
-				return total, ferr
-			}
-		}
-		if err == io.EOF {
-			return total, nil
-		}
-		if err != nil {
-			return total, err
-		}
-	}
-}
-
-func (w *targetWriter) Write(p []byte) (int, error) {
-	written := 0
-	for len(p) > 0 {
-		n := copy(w.buf[w.fill:], p)
-		w.fill += n
-		p = p[n:]
-		written += n
-		if w.fill == len(w.buf) {
-			if err := w.flush(); err != nil {
-				return written, err
-			}
-		}
-	}
-	return written, nil
-}
-
-// flush writes the buffered bytes.
-func (w *targetWriter) flush() error {
-	if w.fill == 0 {
-		return nil
-	}
-	if err := w.dst.WriteAt(w.ctx, w.buf[:w.fill], w.off); err != nil {
-		return fmt.Errorf("writing target: %w", err)
-	}
-	w.off += int64(w.fill)
-	w.progress(int64(w.fill))
-	w.fill = 0
-	return nil
 }

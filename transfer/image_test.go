@@ -35,7 +35,7 @@ type imageiod struct {
 	tls testutil.TLSFiles
 }
 
-func startDaemon(t *testing.T, local bool) *imageiod {
+func startDaemon(t testing.TB, local bool) *imageiod {
 	t.Helper()
 	files := testutil.NewTLS(t, t.TempDir())
 	cfg := config.Default()
@@ -72,8 +72,12 @@ func (s *imageiod) addDisk(t *testing.T, size int64) (string, string) {
 }
 
 // addNBD serves the image at path with qemu-nbd and adds a ticket for it.
-func (s *imageiod) addNBD(t *testing.T, path, format string) string {
+func (s *imageiod) addNBD(t testing.TB, path, format string) string {
 	t.Helper()
+	info, err := qemuimg.Info(context.Background(), path, qemuimg.Options{Format: format})
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv, err := nbdlocal.Start(context.Background(), nbdlocal.Config{Path: path, Format: format, Shared: 8})
 	if err != nil {
 		t.Fatal(err)
@@ -83,14 +87,10 @@ func (s *imageiod) addNBD(t *testing.T, path, format string) string {
 			t.Error(err)
 		}
 	})
-	info, err := qemuimg.Info(context.Background(), path, qemuimg.Options{Format: format})
-	if err != nil {
-		t.Fatal(err)
-	}
 	return s.addTicket(t, srv.URL(), info.VirtualSize)
 }
 
-func (s *imageiod) addTicket(t *testing.T, url string, size int64) string {
+func (s *imageiod) addTicket(t testing.TB, url string, size int64) string {
 	t.Helper()
 	id := rand.Text()
 	doc := fmt.Sprintf(`{"uuid": %q, "size": %d, "url": %q, "ops": ["read", "write"], "timeout": 300, "sparse": true}`,
