@@ -260,3 +260,50 @@ func TestSignalContext(t *testing.T) {
 		})
 	}
 }
+
+// FuzzArgs checks that Args only moves arguments: the program name stays
+// first, and every argument is kept (unless help drops the positionals).
+func FuzzArgs(f *testing.F) {
+	app := App()
+	for _, s := range []string{
+		"upload disk.qcow2 --disk-id ID --verify",
+		"info -- -x --json",
+		"--debug download URL FILE -f raw",
+		"upload x -h",
+		"info x --member",
+		"frob -x y",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		in := append([]string{"imageio"}, strings.Fields(line)...)
+		out := Args(app, in)
+		if len(out) == 0 || out[0] != "imageio" {
+			t.Fatalf("Args(%q) = %q: program name lost", in, out)
+		}
+		count := map[string]int{}
+		for _, a := range out {
+			count[a]++
+		}
+		help := false
+		for _, a := range in {
+			if a == "-h" || a == "--help" {
+				help = true
+			}
+		}
+		if help {
+			if len(out) > len(in) {
+				t.Fatalf("Args(%q) = %q: grew", in, out)
+			}
+			return
+		}
+		for _, a := range in {
+			count[a]--
+		}
+		for a, n := range count {
+			if n != 0 && !(a == "--" && n == 1) {
+				t.Fatalf("Args(%q) = %q: %q count changed by %d", in, out, a, n)
+			}
+		}
+	})
+}

@@ -76,6 +76,12 @@ func loadProfile(path, name string) (profile, error) {
 	if err != nil {
 		return profile{}, fmt.Errorf("reading profiles: %w", err)
 	}
+	return parseProfile(data, path, name)
+}
+
+// parseProfile reads section name of the profiles file data (read from
+// path, which is only used in messages).
+func parseProfile(data []byte, path, name string) (profile, error) {
 	f, err := ini.LoadSources(ini.LoadOptions{Insensitive: false, IgnoreInlineComment: true}, data)
 	if err != nil {
 		return profile{}, fmt.Errorf("parsing profiles file %s: %w", path, err)

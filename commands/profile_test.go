@@ -149,3 +149,20 @@ func TestMissingProfileFile(t *testing.T) {
 		t.Errorf("got %v, want a usage error", err)
 	}
 }
+
+// FuzzParseProfile checks that any profiles file either parses or fails
+// with an error, never a panic, and that a section found has the keys.
+func FuzzParseProfile(f *testing.F) {
+	f.Add([]byte(testProfiles), "prod")
+	f.Add([]byte(testProfiles), "lab")
+	f.Add([]byte("[a]\nsecure = maybe\n"), "a")
+	f.Add([]byte("[a\nengine_url"), "a")
+	f.Add([]byte("engine_url = x\n"), "DEFAULT")
+	f.Fuzz(func(t *testing.T, data []byte, name string) {
+		p, err := parseProfile(data, "imageio.conf", name)
+		if err != nil {
+			return
+		}
+		_ = p.EngineURL + p.Username + p.Password + p.CAFile
+	})
+}
