@@ -338,3 +338,21 @@ func FuzzParseStat(f *testing.F) {
 		}
 	})
 }
+
+func TestParseMachineBusy(t *testing.T) {
+	got, err := parseMachineBusy([]byte("cpu  100 20 30 5000 70 1 2 3 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 1.56; got < want-1e-9 || got > want+1e-9 {
+		t.Errorf("parseMachineBusy = %v, want %v (user+nice+system+irq+softirq+steal)", got, want)
+	}
+	for _, bad := range []string{"", "cpu 1 2", "intr 1 2 3 4 5 6 7 8 9", "cpu a b c d e f g h"} {
+		if _, err := parseMachineBusy([]byte(bad)); err == nil {
+			t.Errorf("parseMachineBusy(%q) succeeded, want an error", bad)
+		}
+	}
+	if _, err := machineBusy(); err != nil {
+		t.Errorf("machineBusy on this machine: %v", err)
+	}
+}

@@ -107,12 +107,19 @@ type result struct {
 	ServerCPU float64 `json:"server_cpu_s"`
 	// ClientRSS is the client program's own peak RSS; ClientTreeRSS the
 	// largest of it and its children's; DaemonRSS imageiod's. Bytes.
-	ClientRSS     int64  `json:"client_rss"`
-	ClientTreeRSS int64  `json:"client_tree_rss"`
-	DaemonRSS     int64  `json:"daemon_rss"`
-	Verified      bool   `json:"verified"`
-	Error         string `json:"error,omitempty"`
-	Skipped       string `json:"skipped,omitempty"`
+	ClientRSS     int64 `json:"client_rss"`
+	ClientTreeRSS int64 `json:"client_tree_rss"`
+	DaemonRSS     int64 `json:"daemon_rss"`
+	// MachineCPU is the CPU seconds the whole machine spent busy while
+	// the client ran (-1 when unknown); what the scenario's own processes
+	// did not use was other work on the machine. IOWait is the percentage
+	// of the wall time in which some task waited for I/O (Linux PSI; -1
+	// when unknown).
+	MachineCPU float64 `json:"machine_cpu_s"`
+	IOWait     float64 `json:"io_wait_pct"`
+	Verified   bool    `json:"verified"`
+	Error      string  `json:"error,omitempty"`
+	Skipped    string  `json:"skipped,omitempty"`
 }
 
 // harness runs the scenarios and owns every process they start.
@@ -143,23 +150,30 @@ func runBench(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return err
 	}
 	var results []result
+run:
 	for _, im := range images {
 		for r := 1; r <= cfg.Runs; r++ {
 			for _, sc := range scenarios {
 				if cfg.Only != nil && !cfg.Only.MatchString(sc.Name) {
 					continue
 				}
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
 				res := h.runScenario(ctx, sc, im, r)
+				if ctx.Err() != nil {
+					break run // the interrupted run is not reported
+				}
 				results = append(results, res)
 			}
 		}
 	}
 	rep := newReport(cfg, images, results)
 	rep.Text(stdout)
-	return rep.Save(h.work)
+	if err := rep.Save(h.work); err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("interrupted; the table has the runs that finished: %w", ctx.Err())
+	}
+	return nil
 }
 
 func newHarness(cfg config, stderr io.Writer) (*harness, error) {
@@ -407,7 +421,9 @@ func (e *runEnv) measureClient(ctx context.Context, argv ...string) error {
 	defer logf.Close()
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	load := startLoad()
 	u, err := measure(ctx, cmd)
+	e.res.MachineCPU, e.res.IOWait = load.stop()
 	e.res.Wall, e.res.ClientCPU, e.res.ClientChildCPU = u.Wall, u.CPU, u.ChildCPU
 	e.res.ClientRSS, e.res.ClientTreeRSS = u.PeakRSS, u.TreeRSS
 	if err != nil {

@@ -125,7 +125,18 @@ func measure(ctx context.Context, cmd *exec.Cmd) (usage, error) {
 		return usage{}, err
 	}
 	pid := cmd.Process.Pid
-	stop := context.AfterFunc(ctx, func() { killGroup(pid) })
+	// On cancellation the program gets SIGTERM first, so that it can stop
+	// its children and remove its temporary files, then SIGKILL.
+	exitedOrKilled := make(chan struct{})
+	defer close(exitedOrKilled)
+	stop := context.AfterFunc(ctx, func() {
+		_ = syscall.Kill(-pid, syscall.SIGTERM)
+		select {
+		case <-exitedOrKilled:
+		case <-time.After(stopTimeout):
+		}
+		killGroup(pid)
+	})
 	defer stop()
 
 	var peak atomic.Int64
@@ -264,4 +275,82 @@ func (s *server) Stop() error {
 	// Anything left in the group (children of the server) goes too.
 	killGroup(pid)
 	return nil
+}
+
+// machineBusy returns the CPU seconds the whole machine has spent busy
+// (user, nice, system, irq, softirq, steal; not idle or iowait) since boot,
+// from the first line of /proc/stat.
+func machineBusy() (float64, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	return parseMachineBusy(b)
+}
+
+func parseMachineBusy(b []byte) (float64, error) {
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, fmt.Errorf("parsing /proc/stat: unexpected first line %q", line)
+	}
+	var busy uint64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} { // user nice system irq softirq steal
+		n, err := strconv.ParseUint(f[i], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("parsing /proc/stat: %w", err)
+		}
+		busy += n
+	}
+	return float64(busy) / clockTicks, nil
+}
+
+// ioPressure reads the "some" stall total of I/O from /proc/pressure/io:
+// microseconds in which at least one task waited for I/O. ok is false when
+// the kernel has no PSI.
+func ioPressure() (total float64, ok bool) {
+	b, err := os.ReadFile("/proc/pressure/io")
+	if err != nil {
+		return 0, false
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	for _, f := range strings.Fields(line) {
+		if v, found := strings.CutPrefix(f, "total="); found {
+			n, err := strconv.ParseFloat(v, 64)
+			return n, err == nil
+		}
+	}
+	return 0, false
+}
+
+// loadMeter measures what the whole machine did during a period: CPU
+// seconds spent busy, and the share of time some task waited for I/O.
+type loadMeter struct {
+	start   time.Time
+	busy    float64
+	busyErr error
+	io      float64
+	ioOK    bool
+}
+
+func startLoad() loadMeter {
+	m := loadMeter{start: time.Now()}
+	m.busy, m.busyErr = machineBusy()
+	m.io, m.ioOK = ioPressure()
+	return m
+}
+
+// stop returns the machine's busy CPU seconds since start (-1 when
+// unknown) and the percentage of the time some task waited for I/O (-1
+// when unknown).
+func (m loadMeter) stop() (busy, ioWait float64) {
+	wall := time.Since(m.start).Seconds()
+	busy, ioWait = -1, -1
+	if b, err := machineBusy(); err == nil && m.busyErr == nil {
+		busy = b - m.busy
+	}
+	if i, ok := ioPressure(); ok && m.ioOK && wall > 0 {
+		ioWait = 100 * (i - m.io) / (wall * 1e6)
+	}
+	return busy, ioWait
 }

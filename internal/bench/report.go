@@ -43,7 +43,12 @@ type row struct {
 	ClientRSS       int64   `json:"client_rss"`
 	ClientTreeRSS   int64   `json:"client_tree_rss"`
 	DaemonRSS       int64   `json:"daemon_rss"`
-	Verified        bool    `json:"verified"`
+	// OtherLoad is the percentage of the machine's CPU time (all CPUs)
+	// that other work used during the run: the machine's busy time less
+	// the scenario's own processes; -1 when unknown.
+	OtherLoad float64 `json:"other_load_pct"`
+	IOWait    float64 `json:"io_wait_pct"`
+	Verified  bool    `json:"verified"`
 	// Note says why a row has no numbers ("skipped: ..." or "error: ...").
 	Note string `json:"note,omitempty"`
 
@@ -135,6 +140,14 @@ func (w *row) fill(runs []result, dataGiB float64) {
 	w.ClientRSS = int64(f(func(r result) float64 { return float64(r.ClientRSS) }))
 	w.ClientTreeRSS = int64(f(func(r result) float64 { return float64(r.ClientTreeRSS) }))
 	w.DaemonRSS = int64(f(func(r result) float64 { return float64(r.DaemonRSS) }))
+	w.OtherLoad = f(func(r result) float64 {
+		if r.MachineCPU < 0 || r.Wall <= 0 {
+			return -1
+		}
+		own := r.ClientCPU + r.ClientChildCPU + r.DaemonCPU + r.ServerCPU
+		return max(0, 100*(r.MachineCPU-own)/(r.Wall*float64(runtime.NumCPU())))
+	})
+	w.IOWait = f(func(r result) float64 { return r.IOWait })
 	if w.Wall > 0 {
 		w.DataGiBps = dataGiB / w.Wall
 	}
@@ -291,7 +304,7 @@ func hostInfo() map[string]string {
 }
 
 var columns = []string{"image", "scenario", "wall s", "x convert", "data GiB/s", "client CPU s", "client qemu-nbd CPU s",
-	"daemon CPU s", "daemon CPU s/GiB", "servers CPU s", "total CPU s", "client RSS MiB", "daemon RSS MiB", "verified"}
+	"daemon CPU s", "daemon CPU s/GiB", "servers CPU s", "total CPU s", "client RSS MiB", "daemon RSS MiB", "other load %", "IO wait %", "verified"}
 
 // cells formats a row for the tables.
 func (w row) cells() []string {
@@ -316,6 +329,12 @@ func (w row) cells() []string {
 		}
 		return fmt.Sprintf("%.0f", float64(n)/(1<<20))
 	}
+	pct := func(v float64) string {
+		if v < 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.0f", v)
+	}
 	verified := "no"
 	if w.Verified {
 		verified = "yes"
@@ -328,7 +347,7 @@ func (w row) cells() []string {
 				return "-"
 			}
 			return rss(w.DaemonRSS)
-		}(), verified}
+		}(), pct(w.OtherLoad), pct(w.IOWait), verified}
 }
 
 // Text writes the table and the goals for a terminal.
