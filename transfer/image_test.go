@@ -91,10 +91,14 @@ func (s *imageiod) addNBD(t testing.TB, path, format string) string {
 }
 
 func (s *imageiod) addTicket(t testing.TB, url string, size int64) string {
+	return s.addTicketDirty(t, url, size, false)
+}
+
+func (s *imageiod) addTicketDirty(t testing.TB, url string, size int64, dirty bool) string {
 	t.Helper()
 	id := rand.Text()
-	doc := fmt.Sprintf(`{"uuid": %q, "size": %d, "url": %q, "ops": ["read", "write"], "timeout": 300, "sparse": true}`,
-		id, size, url)
+	doc := fmt.Sprintf(`{"uuid": %q, "size": %d, "url": %q, "ops": ["read", "write"], "timeout": 300, "sparse": true, "dirty": %v}`,
+		id, size, url, dirty)
 	tk, err := ticket.Parse([]byte(doc), ticket.ParseOptions{InactivityTimeout: 60})
 	if err != nil {
 		t.Fatal(err)
@@ -556,4 +560,53 @@ func TestDownloadExisting(t *testing.T) {
 	if !errors.Is(err, fs.ErrExist) {
 		t.Errorf("got %v, want ErrExist", err)
 	}
+}
+
+func TestIncrementalDownload(t *testing.T) {
+	testutil.Need(t, "qemu-img", "qemu-nbd", "qemu-io")
+	s := startDaemon(t, false)
+	dir := t.TempDir()
+	ctx := context.Background()
+	const size = 8 << 20
+	disk := filepath.Join(dir, "disk.qcow2")
+	testutil.MakeImage(t, disk, "qcow2", size, sampleRuns[:3], 8)
+	opts := httpbackend.Options{CAFile: s.tls.CAFile}
+
+	// Full backup, then a checkpoint (bitmap) and changes.
+	full := filepath.Join(dir, "full.qcow2")
+	srv, err := nbdlocal.Start(ctx, nbdlocal.Config{Path: disk, Format: "qcow2", ReadOnly: true, Shared: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Download(ctx, DownloadOptions{URL: s.addTicket(t, srv.URL(), size), HTTP: opts, Path: full})
+	srv.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(name string, args ...string) {
+		t.Helper()
+		if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+			t.Fatalf("%s %v: %v: %s", name, args, err, out)
+		}
+	}
+	run("qemu-img", "bitmap", "--add", "-f", "qcow2", disk, "b1")
+	run("qemu-io", "-f", "qcow2", "-c", "write -P 7 1M 64k", "-c", "write -z 4M 128k", disk)
+
+	srv, err = nbdlocal.Start(ctx, nbdlocal.Config{Path: disk, Format: "qcow2", ReadOnly: true, Bitmap: "b1", Shared: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop()
+	url := s.addTicketDirty(t, srv.URL(), size, true)
+	incr := filepath.Join(dir, "incr.qcow2")
+	res, err := Download(ctx, DownloadOptions{URL: url, HTTP: opts, Path: incr, Incremental: true,
+		BackingFile: full, BackingFormat: "qcow2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Stats.Copied != 64<<10 || res.Stats.Zeroed != 128<<10 {
+		t.Errorf("stats %+v: want 64 KiB copied and 128 KiB zeroed", res.Stats)
+	}
+	srv.Stop()
+	compare(t, incr, "qcow2", disk, "qcow2")
 }
