@@ -83,6 +83,13 @@ func TestEngineUploadDownload(t *testing.T) {
 	raw := sampleImage(t, dir, "disk.raw", "raw")
 	ovaPath := filepath.Join(dir, "vm.ova")
 	makeOVA(t, ovaPath, qcow)
+	iso := filepath.Join(dir, "cd.iso")
+	isoData := make([]byte, 4<<20)
+	copy(isoData[0x8001:], "CD001")
+	copy(isoData[1<<20:], "some file data")
+	if err := os.WriteFile(iso, isoData, 0o644); err != nil {
+		t.Fatal(err)
+	}
 
 	cases := []struct {
 		name       string
@@ -96,6 +103,7 @@ func TestEngineUploadDownload(t *testing.T) {
 		{"raw new disk as raw", raw, []string{"--storage-domain", "data1", "--name", "r1"}, "raw", []string{"-f", "raw"}, raw},
 		{"raw to qcow2 disk, verify", raw, []string{"-s", "data1", "--format", "qcow2", "--verify"}, "qcow2", []string{"--verify"}, raw},
 		{"ova member via proxy", ovaPath, []string{"-s", "data1", "--member", "disk.qcow2", "--use-proxy"}, "qcow2", []string{"--use-proxy", "-f", "raw"}, qcow},
+		{"iso", iso, []string{"-s", "data1"}, "raw", []string{"-f", "raw"}, iso},
 		{"preallocated raw, flags first", raw, []string{"--preallocated", "-s", "data1", "-f", "raw", "--max-workers", "2", "--buffer-size", "256k"}, "raw", nil, raw},
 	}
 	for _, tc := range cases {
@@ -123,6 +131,9 @@ func TestEngineUploadDownload(t *testing.T) {
 			}
 			if disk.Status != "ok" || disk.Format != tc.diskFormat || disk.ProvisionedSize != 4<<20 {
 				t.Errorf("disk %+v, want ok, %s, 4 MiB", disk, tc.diskFormat)
+			}
+			if isISO := tc.file == iso; (disk.ContentType == "iso") != isISO || (isISO && disk.Sparse) {
+				t.Errorf("disk content type %q, sparse %v; want iso and preallocated only for the ISO", disk.ContentType, disk.Sparse)
 			}
 			if phase, _ := sim.Transfer(res.TransferID); phase != "finished_success" {
 				t.Errorf("transfer phase %q, want finished_success", phase)
