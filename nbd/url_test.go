@@ -21,8 +21,8 @@ func TestParseURL(t *testing.T) {
 		{"uri", "nbd://example.com:2000/exp", Address{"tcp", "example.com:2000", "exp"}, "nbd:example.com:2000:exportname=exp"},
 		{"uri default port", "nbd://example.com", Address{"tcp", "example.com:10809", ""}, "nbd:example.com:10809"},
 		{"uri ipv6", "nbd://[::1]:3000/a%20b", Address{"tcp", "[::1]:3000", "a b"}, "nbd:[::1]:3000:exportname=a b"},
-		{"unix uri", "nbd+unix:///exp?socket=/tmp/s", Address{"unix", "/tmp/s", "exp"}, "nbd:unix:/tmp/s:exportname=exp"},
-		{"unix uri no export", "nbd+unix://?socket=/tmp/s", Address{"unix", "/tmp/s", ""}, "nbd:unix:/tmp/s"},
+		{"unix uri", "nbd+unix:///exp?socket=/run/s", Address{"unix", "/run/s", "exp"}, "nbd:unix:/run/s:exportname=exp"},
+		{"unix uri no export", "nbd+unix://?socket=/run/s", Address{"unix", "/run/s", ""}, "nbd:unix:/run/s"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -63,7 +63,7 @@ func TestParseURLErrors(t *testing.T) {
 func FuzzParseURL(f *testing.F) {
 	for _, s := range []string{
 		"nbd:unix:/run/x.sock:exportname=sda", "nbd:[::1]:2000:exportname=e", "nbd://h:1/e",
-		"nbd+unix:///exp?socket=/tmp/s", "nbd:host:10809", "nbd://[fe80::1%25eth0]:1/x",
+		"nbd+unix:///exp?socket=/run/s", "nbd:host:10809", "nbd://[fe80::1%25eth0]:1/x",
 	} {
 		f.Add(s)
 	}
