@@ -134,12 +134,26 @@ func (p *progress) Phase(name string) {
 			fmt.Fprintf(p.stderr, "[ %6.1f ] %s\n", time.Since(p.start).Seconds(), name)
 		}
 	case displayBar:
-		if p.bar == nil {
+		// Each phase gets its own bar, left on screen as a line when the
+		// next phase starts (so rates and ETAs start afresh).
+		if p.bar != nil {
+			p.bar.Finish()
+			p.bar = nil
+		}
+		if name != phaseDone { // the summary line says it
 			p.startBarLocked()
 		}
-		p.bar.Set("phase", name)
-		p.bar.SetCurrent(0)
-		p.bar.SetTotal(p.size)
+	}
+}
+
+// barTemplate returns the bar's look for a phase: bytes, bar, percent,
+// rate and ETA while data moves; the phase and the time so far otherwise.
+func barTemplate(phase string) string {
+	switch phase {
+	case phaseUploading, phaseDownloading, phaseComputing, phaseVerifying:
+		return `{{string . "phase" | printf "%-18s"}} {{counters . }} {{bar . }} {{percent . }} {{speed . }} {{rtime . "ETA %s"}}`
+	default:
+		return `{{string . "phase" | printf "%-18s"}} {{etime . }}`
 	}
 }
 
@@ -169,6 +183,9 @@ func (p *progress) Update(done, size int64) {
 			p.emitLocked()
 		}
 	case displayBar:
+		if p.phase == phaseDone {
+			return
+		}
 		if p.bar == nil {
 			p.startBarLocked()
 		}
@@ -181,9 +198,9 @@ func (p *progress) Update(done, size int64) {
 
 // startBarLocked starts the bar: phase, bytes, bar, percent, rate, ETA.
 func (p *progress) startBarLocked() {
-	const tmpl = `{{string . "phase" | printf "%-18s"}} {{counters . }} {{bar . }} {{percent . }} {{speed . }} {{rtime . "ETA %s"}}`
 	p.bar = pb.New64(p.size).
-		SetTemplateString(tmpl).
+		SetTemplateString(barTemplate(p.phase)).
+		SetWidth(p.barWidth()).
 		SetWriter(p.stderr).
 		SetRefreshRate(200*time.Millisecond).
 		Set(pb.Bytes, true).
@@ -191,6 +208,19 @@ func (p *progress) startBarLocked() {
 		Set(pb.ReturnSymbol, "\r").
 		Set("phase", p.phase)
 	p.bar.Start()
+}
+
+// barWidth returns the width of the terminal on stderr, bounded to
+// 60..120 columns (pb would ask /dev/tty, which may not be stderr, and
+// draws nothing on a terminal that reports 0 columns).
+func (p *progress) barWidth() int {
+	w := 100
+	if f, ok := p.stderr.w.(*os.File); ok {
+		if cols, _, err := term.GetSize(int(f.Fd())); err == nil && cols > 0 {
+			w = cols
+		}
+	}
+	return min(max(w, 60), 120)
 }
 
 // emitLocked writes one --json progress object.
