@@ -230,6 +230,9 @@ func (c *copier) produce(ctx context.Context, extents []backend.Extent, size int
 }
 
 func (c *copier) work(ctx context.Context, jobs <-chan job) error {
+	// Each worker keeps one buffer for the whole copy.
+	bp := c.bufs.Get().(*[]byte)
+	defer c.bufs.Put(bp)
 	for {
 		var j job
 		var ok bool
@@ -241,13 +244,13 @@ func (c *copier) work(ctx context.Context, jobs <-chan job) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		if err := c.do(ctx, j); err != nil {
+		if err := c.do(ctx, j, *bp); err != nil {
 			return err
 		}
 	}
 }
 
-func (c *copier) do(ctx context.Context, j job) error {
+func (c *copier) do(ctx context.Context, j job, buf []byte) error {
 	switch j.op {
 	case opSkip:
 		c.skipped.Add(j.length)
@@ -263,7 +266,7 @@ func (c *copier) do(ctx context.Context, j job) error {
 		return nil
 	}
 	c.requests.Add(1)
-	if err := c.copyRange(ctx, j.off, j.length); err != nil {
+	if err := c.copyRange(ctx, j.off, j.length, buf); err != nil {
 		return fmt.Errorf("copying %d-%d: %w", j.off, j.off+j.length-1, err)
 	}
 	c.copied.Add(j.length)
@@ -271,10 +274,7 @@ func (c *copier) do(ctx context.Context, j job) error {
 }
 
 // copyRange copies data; progress is reported as it goes.
-func (c *copier) copyRange(ctx context.Context, off, length int64) error {
-	bp := c.bufs.Get().(*[]byte)
-	defer c.bufs.Put(bp)
-	buf := *bp
+func (c *copier) copyRange(ctx context.Context, off, length int64, buf []byte) error {
 	if sw, ok := c.dst.(backend.StreamWriter); ok {
 		r := newSourceReader(ctx, c.src, off, length, buf, c.progress)
 		defer r.finish()
