@@ -427,3 +427,28 @@ func TestEngineInterrupt(t *testing.T) {
 		t.Errorf("qemu-nbd left running: %q", p)
 	}
 }
+
+// TestDebugLog checks that --debug (anywhere on the line) logs to stderr
+// only, and never the password or a ticket id.
+func TestDebugLog(t *testing.T) {
+	sim := startSim(t, enginesim.Config{})
+	dir := t.TempDir()
+	qcow := sampleImage(t, dir, "disk.qcow2", "qcow2")
+	_, res, stderr, code := jsonRun(t, context.Background(), append([]string{"upload", qcow, "-s", "data1", "--debug"}, engineFlags(sim)...)...)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if !strings.Contains(stderr, "level=DEBUG") {
+		t.Errorf("stderr has no debug log:\n%s", stderr)
+	}
+	if strings.Contains(stderr, sim.Password) {
+		t.Errorf("the debug log shows the password")
+	}
+	t.Logf("debug log:\n%s", stderr)
+	if res.TransferID == "" {
+		t.Errorf("result %+v has no transfer id", res)
+	}
+	if strings.Contains(stderr, "/images/") && !strings.Contains(stderr, "/images/***") {
+		t.Errorf("the debug log shows a transfer URL with its ticket:\n%s", stderr)
+	}
+}
