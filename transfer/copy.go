@@ -86,7 +86,6 @@ type job struct {
 type copier struct {
 	dst, src backend.Backend
 	opts     Options
-	bufs     *sync.Pool
 
 	copied, zeroed, skipped atomic.Int64
 	requests                atomic.Int64
@@ -108,7 +107,7 @@ func Copy(ctx context.Context, dst, src backend.Backend, opts Options) (Stats, e
 	if dst.Size() < size {
 		return stats, fmt.Errorf("copying %d bytes to an image of %d bytes: %w", size, dst.Size(), ErrSizeMismatch)
 	}
-	c := &copier{dst: dst, src: src, opts: opts, bufs: bufferPool(opts.BufferSize), total: size}
+	c := &copier{dst: dst, src: src, opts: opts, total: size}
 
 	extCtx := backend.ContextZero
 	if opts.Dirty {
@@ -230,9 +229,13 @@ func (c *copier) produce(ctx context.Context, extents []backend.Extent, size int
 }
 
 func (c *copier) work(ctx context.Context, jobs <-chan job) error {
-	// Each worker keeps one buffer for the whole copy.
-	bp := c.bufs.Get().(*[]byte)
-	defer c.bufs.Put(bp)
+	// Each worker keeps one buffer for the whole copy; every use of it
+	// ends before copyRange returns.
+	buf, free, err := allocBuffer(c.opts.BufferSize)
+	if err != nil {
+		return fmt.Errorf("allocating buffer: %w", err)
+	}
+	defer free()
 	for {
 		var j job
 		var ok bool
@@ -244,7 +247,7 @@ func (c *copier) work(ctx context.Context, jobs <-chan job) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		if err := c.do(ctx, j, *bp); err != nil {
+		if err := c.do(ctx, j, buf); err != nil {
 			return err
 		}
 	}
@@ -323,18 +326,4 @@ func (c *copier) setPhase(phase string) {
 	c.progressMu.Lock()
 	defer c.progressMu.Unlock()
 	c.opts.Progress(Progress{Phase: phase})
-}
-
-// pools holds one buffer pool per buffer size.
-var pools sync.Map // int -> *sync.Pool
-
-func bufferPool(size int) *sync.Pool {
-	if p, ok := pools.Load(size); ok {
-		return p.(*sync.Pool)
-	}
-	p, _ := pools.LoadOrStore(size, &sync.Pool{New: func() any {
-		b := make([]byte, size)
-		return &b
-	}})
-	return p.(*sync.Pool)
 }

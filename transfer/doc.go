@@ -10,8 +10,17 @@
 // streamed PUT whose body is read from the source in BufferSize pieces;
 // when the source is a backend.StreamReader, each is one GET written to the
 // target in BufferSize pieces; otherwise ReadAt/WriteAt in BufferSize
-// chunks. Buffers come from a pool. The first error cancels the other
-// workers. One flush ends the copy.
+// chunks. The stream adapters split the buffer in halves, reading ahead
+// (uploads) or writing behind (downloads) while the other half is on the
+// network. Each worker has one buffer for the whole copy, mapped outside
+// the Go heap on Linux so that it does not raise the garbage collector's
+// target. The first error cancels the other workers. One flush ends the
+// copy.
+//
+// HTTP retries resend only the failed request's range: for uploads, the
+// reader handed to backend.StreamWriter.WriteFrom is an io.Seeker over the
+// source range, which the HTTP backend rewinds before resending; downloads
+// resume a GET after the bytes already written.
 //
 // Upload and Download build on Copy: they open the daemon's image with the
 // HTTP backend and the local image through a private qemu-nbd (package
