@@ -35,12 +35,11 @@ func App() *cli.App {
 		Description: "Flags may be given before or after the arguments; \"--\" ends the flags.\n" +
 			"Exit status: 0 ok, 1 failure, 2 usage error, 3 verification mismatch,\n" +
 			"128+N stopped by signal N (130 for Ctrl-C, 143 for SIGTERM).",
-		Version:         Version,
-		Writer:          os.Stdout,
-		ErrWriter:       os.Stderr,
-		ExitErrHandler:  func(*cli.Context, error) {},
-		OnUsageError:    onUsageError,
-		CommandNotFound: func(c *cli.Context, name string) {},
+		Version:        Version,
+		Writer:         os.Stdout,
+		ErrWriter:      os.Stderr,
+		ExitErrHandler: func(*cli.Context, error) {},
+		OnUsageError:   onUsageError,
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
 				return usageErrorf("unknown command %q", c.Args().First())

@@ -155,6 +155,7 @@ func TestUsageErrors(t *testing.T) {
 	}{
 		{"no command", nil, "no command given"},
 		{"unknown command", []string{"frob"}, `unknown command "frob"`},
+		{"help on unknown topic", []string{"help", "frob"}, `No help topic for 'frob'`},
 		{"unknown flag", []string{"info", "x", "--frob"}, "flag provided but not defined"},
 		{"info no file", []string{"info"}, "want one FILE"},
 		{"info two files", []string{"info", "a", "b"}, "want one FILE"},

@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	httpbackend "github.com/imageio/imageio/backend/http"
+	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 )
 
@@ -69,12 +70,16 @@ func signalName(s syscall.Signal) string {
 func ExitCode(err error) int {
 	var sig *SignalError
 	var usage *UsageError
+	var urfave cli.ExitCoder
 	switch {
 	case err == nil:
 		return ExitOK
 	case errors.As(err, &sig):
 		return 128 + int(sig.Signal)
 	case errors.As(err, &usage):
+		return ExitUsage
+	case errors.As(err, &urfave):
+		// Only urfave makes these, for help on an unknown topic.
 		return ExitUsage
 	case isVerifyMismatch(err):
 		return ExitVerifyMismatch
