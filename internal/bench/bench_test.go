@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -13,7 +15,76 @@ import (
 	"github.com/imageio/imageio/internal/testutil"
 )
 
-func TestMain(m *testing.M) { testutil.Main(m) }
+// asProgram makes the test binary act as the bench program, for the
+// scenarios that run "bench copy" (the harness runs itself).
+const asProgram = "IMAGEIO_BENCH_TEST_AS_PROGRAM"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(asProgram) == "1" {
+		os.Exit(program(os.Args[1:], os.Stdout, os.Stderr))
+	}
+	testutil.Main(m)
+}
+
+// TestRunBench runs the harness end to end on a small image: the qemu-img
+// and NBD scenarios run and verify, the imageio ones are skipped because
+// the programs are not built where it looks.
+func TestRunBench(t *testing.T) {
+	testutil.Need(t, "qemu-img", "qemu-io", "qemu-nbd")
+	t.Setenv(asProgram, "1")
+	work := t.TempDir()
+	cfg := config{Work: work, Bin: filepath.Join(work, "no-bin"), Size: 8 << 20, SparseSize: 64 << 20, Runs: 2, Seed: 5,
+		Only: regexp.MustCompile(`convert$|NBD client|upload HTTPS`)}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var stdout, stderr strings.Builder
+	if err := runBench(ctx, cfg, &stdout, &stderr); err != nil {
+		t.Fatalf("runBench: %v\n%s", err, stderr.String())
+	}
+	b, err := os.ReadFile(filepath.Join(work, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatalf("results.json: %v", err)
+	}
+	type got struct {
+		Image, Scenario string
+		Runs            int
+		Verified        bool
+		Note            string
+	}
+	var rows []got
+	for _, w := range rep.Rows {
+		rows = append(rows, got{w.Image, w.Scenario, w.Runs, w.Verified, w.Note})
+	}
+	want := []got{
+		{"8M", scConvert, 2, true, ""},
+		{"8M", scNBDClient, 2, true, ""},
+		{"8M", scUploadTLS, 0, false, "skipped: bin/imageio not found"},
+		{"64M sparse", scConvert, 2, true, ""},
+		{"64M sparse", scNBDClient, 2, true, ""},
+		{"64M sparse", scUploadTLS, 0, false, "skipped: bin/imageio not found"},
+	}
+	if diff := cmp.Diff(want, rows); diff != "" {
+		t.Errorf("rows (-want +got):\n%s\nstderr:\n%s", diff, stderr.String())
+	}
+	for _, w := range rep.Rows {
+		if w.Runs > 0 && (w.Wall <= 0 || w.ClientCPU+w.ServerCPU <= 0 || w.ClientRSS <= 0) {
+			t.Errorf("row %+v lacks measurements", w)
+		}
+	}
+	if !strings.Contains(stdout.String(), scNBDClient) {
+		t.Errorf("table lacks %q:\n%s", scNBDClient, stdout.String())
+	}
+	if _, err := os.Stat(filepath.Join(work, "results.md")); err != nil {
+		t.Error(err)
+	}
+	if _, err := os.Stat(filepath.Join(work, "tmp")); !os.IsNotExist(err) {
+		t.Errorf("scratch directory left behind: %v", err)
+	}
+}
 
 func TestParseSize(t *testing.T) {
 	tests := []struct {

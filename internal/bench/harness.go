@@ -228,19 +228,14 @@ func (h *harness) logf(format string, args ...any) {
 
 // images builds (or finds in the cache) the sample images.
 func (h *harness) images(ctx context.Context) ([]*image, error) {
-	specs := []struct {
-		label string
-		size  int64
-		mix   mix
-		name  string
-	}{{formatSize(h.cfg.Size), h.cfg.Size, denseMix, "dense"}}
+	type spec struct {
+		label, name string
+		size        int64
+		mix         mix
+	}
+	specs := []spec{{formatSize(h.cfg.Size), "dense", h.cfg.Size, denseMix}}
 	if h.cfg.SparseSize > 0 {
-		specs = append(specs, struct {
-			label string
-			size  int64
-			mix   mix
-			name  string
-		}{formatSize(h.cfg.SparseSize) + " sparse", h.cfg.SparseSize, sparseMix, "sparse"})
+		specs = append(specs, spec{formatSize(h.cfg.SparseSize) + " sparse", "sparse", h.cfg.SparseSize, sparseMix})
 	}
 	var images []*image
 	for _, s := range specs {

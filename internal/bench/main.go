@@ -15,17 +15,23 @@ import (
 )
 
 func main() {
+	os.Exit(program(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// program runs the bench command line and returns the exit code.
+func program(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	err := run(ctx, args, stdout, stderr)
 	stop()
 	switch {
 	case err == nil:
+		return 0
 	case errors.Is(err, errUsage):
-		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
-		os.Exit(2)
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+		return 2
 	default:
-		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
-		os.Exit(1)
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+		return 1
 	}
 }
 
