@@ -452,3 +452,23 @@ func TestDebugLog(t *testing.T) {
 		t.Errorf("the debug log shows a transfer URL with its ticket:\n%s", stderr)
 	}
 }
+
+// TestEngineUploadCopyFailure makes the copy itself fail (the host's
+// daemon cannot be reached and there is no proxy): the transfer is
+// cancelled and the new disk removed.
+func TestEngineUploadCopyFailure(t *testing.T) {
+	storage := t.TempDir()
+	sim := startSim(t, enginesim.Config{StorageDir: storage, NoProxy: true, Faults: enginesim.Faults{DeadTransferURL: true}})
+	qcow := sampleImage(t, t.TempDir(), "disk.qcow2", "qcow2")
+	steps, _, stderr, code := jsonRun(t, context.Background(), append([]string{"upload", qcow, "-s", "data1"}, engineFlags(sim)...)...)
+	t.Logf("stderr: %s", stderr)
+	if code != ExitFailure || !strings.Contains(stderr, "refused") {
+		t.Errorf("exit %d, stderr %q; want 1 and the connection error", code, stderr)
+	}
+	if got := phases(steps); !contains(got, phaseCancelling) || contains(got, phaseFinalizing) {
+		t.Errorf("phases %q, want cancelling and no finalizing", got)
+	}
+	if files := storageFiles(t, storage); len(files) != 0 {
+		t.Errorf("disks left after a failed upload: %q", files)
+	}
+}
