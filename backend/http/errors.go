@@ -172,21 +172,19 @@ func (r redactor) url(u *url.URL) string {
 }
 
 // transportError turns an error from Client.Do or from reading a response
-// body into a redacted error: *url.Error is rebuilt with the redacted URL,
-// certificate errors become *CertificateError, context errors are kept as
-// they are, and the rest is marked transient.
+// body into a redacted error: *url.Error, which embeds the URL with the
+// ticket id, is replaced by its cause (callers name the request with the
+// redacted URL), certificate errors become *CertificateError, context
+// errors are kept as they are, and the rest is marked transient.
 func (b *Backend) transportError(ctx context.Context, err error) error {
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		return ctxErr
 	}
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		uu, perr := url.Parse(ue.URL)
-		redacted := b.red.text(ue.URL)
-		if perr == nil {
-			redacted = b.red.url(uu)
-		}
-		err = &url.Error{Op: ue.Op, URL: redacted, Err: ue.Err}
+		// The caller's message names the request and the redacted URL;
+		// keep only the cause.
+		err = ue.Err
 	}
 	if isCertError(err) {
 		return &CertificateError{URL: b.display, CAFile: b.opts.CAFile, Err: innerCertError(err)}
@@ -199,6 +197,15 @@ func innerCertError(err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		return ue.Err
+	}
+	return err
+}
+
+// cause returns the network error under err, for short messages.
+func cause(err error) error {
+	var te *transientError
+	if errors.As(err, &te) {
+		return te
 	}
 	return err
 }

@@ -122,7 +122,7 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Backend, error) {
 	reply, local, err := b.connect(ctx, rawURL, opts.ProxyURL != "")
 	if err != nil && opts.ProxyURL != "" && isFallbackError(err) {
 		first := b.display
-		b.notify(fmt.Sprintf("cannot reach %s: %v; trying the proxy URL", first, err))
+		b.notify(fmt.Sprintf("cannot reach %s (%v); trying the proxy URL", first, cause(err)))
 		reply, local, err = b.connect(ctx, opts.ProxyURL, false)
 		if err != nil {
 			b.Close()
@@ -467,8 +467,9 @@ func (b *Backend) retry(ctx context.Context, retries int, op string, fn func(att
 			if ctxErr := ctx.Err(); ctxErr != nil {
 				return fmt.Errorf("%s: %w", op, ctxErr)
 			}
-			if isServerError(err) {
-				return err
+			var ce *CertificateError
+			if isServerError(err) || errors.As(err, &ce) {
+				return err // they name the request already
 			}
 			return fmt.Errorf("%s: %w", op, err)
 		}
