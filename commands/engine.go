@@ -25,7 +25,11 @@ func cleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
 // share with the engine.
 func connectEngine(ctx context.Context, o connOptions, req *copyRequest) (*engine.Client, error) {
 	log := req.Log
-	conn, err := resolveConn(o, resolver{Getenv: os.Getenv, Prompt: ttyPrompt()})
+	conn, err := resolveConn(o, resolver{
+		Getenv: os.Getenv,
+		Prompt: ttyPrompt(),
+		Warn:   func(msg string) { req.Display.Printf("imageio: warning: %s", msg) },
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -111,6 +111,8 @@ func parseProfile(data []byte, path, name string) (profile, error) {
 type resolver struct {
 	Getenv func(string) string
 	Prompt func(prompt string) (string, error)
+	// Warn receives warnings for the user (nil drops them).
+	Warn func(msg string)
 }
 
 // resolveConn merges the profile named by -c (if any) with the flags, flags
@@ -126,6 +128,9 @@ func resolveConn(o connOptions, r resolver) (engineConn, error) {
 		}
 		if p, err = loadProfile(path, o.Profile); err != nil {
 			return engineConn{}, err
+		}
+		if st, err := os.Stat(path); err == nil && p.Password != "" && st.Mode().Perm()&0o077 != 0 && r.Warn != nil {
+			r.Warn(fmt.Sprintf("%s holds a password and can be read by other users; chmod 600 it", path))
 		}
 	}
 	c := engineConn{URL: p.EngineURL, Username: p.Username, CAFile: p.CAFile}

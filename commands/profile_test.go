@@ -166,3 +166,30 @@ func FuzzParseProfile(f *testing.F) {
 		_ = p.EngineURL + p.Username + p.Password + p.CAFile
 	})
 }
+
+func TestProfilePermissionWarning(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "imageio.conf")
+	env := func(k string) string {
+		if k == "XDG_CONFIG_HOME" {
+			return dir
+		}
+		return ""
+	}
+	for _, tc := range []struct {
+		mode os.FileMode
+		warn bool
+	}{{0o600, false}, {0o644, true}, {0o640, true}} {
+		if err := os.WriteFile(path, []byte(testProfiles), tc.mode); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(path, tc.mode)
+		var warnings []string
+		if _, err := resolveConn(connOptions{Profile: "prod"}, resolver{Getenv: env, Warn: func(m string) { warnings = append(warnings, m) }}); err != nil {
+			t.Fatal(err)
+		}
+		if got := len(warnings) > 0; got != tc.warn {
+			t.Errorf("mode %o: warnings %q, want a warning: %v", tc.mode, warnings, tc.warn)
+		}
+	}
+}
