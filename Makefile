@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/imageio/imageio/commands.Version=$(VERSION)
 PROGRAMS := $(wildcard main.go) $(wildcard cmd/*/main.go)
 
-.PHONY: build test check vet fmt-check staticcheck bench demo man clean
+.PHONY: build test check vet fmt-check staticcheck bench demo clean
 
 build:
 	@mkdir -p bin
