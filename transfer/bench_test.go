@@ -43,6 +43,9 @@ func benchRuns(size int64) []testutil.Run {
 // BenchmarkUpload and BenchmarkDownload move a qcow2 image through an
 // in-process imageiod over HTTPS and over its Unix socket, and time
 // qemu-img convert of the same image next to them for comparison.
+// IMAGEIO_BENCH_WORKERS and IMAGEIO_BENCH_BUFFER override the worker count
+// and buffer size. (make bench measures the real programs, with CPU and
+// RSS per process.)
 func BenchmarkUpload(b *testing.B)   { benchTransfer(b, true) }
 func BenchmarkDownload(b *testing.B) { benchTransfer(b, false) }
 
