@@ -178,18 +178,23 @@ func (c *Client) call(ctx context.Context, what string, fn func(*ovirtsdk4.Conne
 	if c.conn == nil {
 		return fmt.Errorf("%s: client is closed", what)
 	}
-	c.guard.setContext(ctx)
-	defer c.guard.clearContext()
+	c.guard.begin(ctx)
+	defer c.guard.end()
 	err := fn(c.conn)
-	if err != nil && isUnauthorized(err) {
+	// The 401 is seen by the transport wrapper, whatever error the SDK
+	// made of it (an action's reader reports a tag mismatch on the HTML
+	// page of an expired token).
+	unauthorized := c.guard.takeUnauthorized()
+	if err != nil && (unauthorized || isUnauthorized(err)) {
 		c.cfg.Logf("engine: %s: HTTP 401, logging in again", what)
 		if rerr := c.rebuild(); rerr != nil {
 			return fmt.Errorf("%s: %w", what, rerr)
 		}
 		err = fn(c.conn)
+		unauthorized = c.guard.takeUnauthorized()
 	}
 	if err != nil {
-		return wrap(ctx, what, err)
+		return wrap(ctx, what, err, unauthorized)
 	}
 	return nil
 }
@@ -205,13 +210,14 @@ func isUnauthorized(err error) bool {
 	return errors.As(err, &pe) && pe.Code == 401
 }
 
-// wrap adds context and our sentinels to an SDK error.
-func wrap(ctx context.Context, what string, err error) error {
+// wrap adds context and our sentinels to an SDK error; unauthorized says
+// that the transport saw HTTP 401 during the call.
+func wrap(ctx context.Context, what string, err error, unauthorized bool) error {
 	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
 		return fmt.Errorf("%s: %w (%w)", what, cerr, err)
 	}
 	var ae *ovirtsdk4.AuthError
-	if errors.As(err, &ae) || isUnauthorized(err) {
+	if unauthorized || errors.As(err, &ae) || isUnauthorized(err) {
 		return fmt.Errorf("%s: %w: %w", what, ErrAuth, err)
 	}
 	return fmt.Errorf("%s: %w", what, err)

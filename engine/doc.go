@@ -38,10 +38,13 @@
 // # Authentication
 //
 // The SDK fetches an SSO token on the first call and keeps it for the life
-// of its connection. When a call fails with HTTP 401, either as an
-// *ovirtsdk4.AuthError or as an *ovirtsdk4.ResponseParseError (an expired
-// token gets an HTML page), the Client builds a new connection, which logs
-// in again, and retries that call once. A failed login is ErrAuth.
+// of its connection. An expired token gets HTTP 401 with an HTML page. The
+// transport wrapper (below) notes every 401 of an API call, so the Client
+// sees it whatever error the SDK made of the page (a GET reports a parse
+// error, an action such as finalize a tag mismatch), and it rewrites the
+// page as a <fault> so that the SDK reports an *ovirtsdk4.AuthError. After
+// a 401 the Client builds a new connection, which logs in again, and
+// retries that call once. A failed login, or a second 401, is ErrAuth.
 //
 // # Keeping stdout clean
 //

@@ -171,3 +171,91 @@ func TestReloginOnce(t *testing.T) {
 		t.Errorf("got %d logins, want 2", logins)
 	}
 }
+
+// startUpload creates a small disk and starts an upload transfer to it.
+func startUpload(t *testing.T, ctx context.Context, c *engine.Client) *engine.Transfer {
+	t.Helper()
+	d, err := c.CreateDisk(ctx, engine.DiskSpec{Name: "d", StorageDomain: "data1", Format: "raw", ProvisionedSize: 1 << 20, Sparse: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := c.StartTransfer(ctx, engine.TransferSpec{DiskID: d.ID, Direction: engine.Upload})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
+
+// TestReloginActions: an expired token on a transfer action (the engine
+// answers the POST with its 401 HTML page, which the SDK's action reader
+// cannot parse) logs in again and retries the action once, as for GETs.
+func TestReloginActions(t *testing.T) {
+	tests := []struct {
+		name string
+		act  func(*engine.Client, context.Context, *engine.Transfer) error
+		want string // transfer phase in the simulator afterwards
+	}{
+		{"extend", (*engine.Client).Extend, "transferring"},
+		{"finalize", (*engine.Client).Finalize, "finished_success"},
+		{"cancel", (*engine.Client).Cancel, "finished_failure"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			sim := enginesim.StartTest(t, enginesim.Config{})
+			c := connect(t, sim)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			tr := startUpload(t, ctx, c)
+			before := len(sim.Requests())
+			sim.ExpireTokens()
+			if err := tc.act(c, ctx, tr); err != nil {
+				t.Fatalf("%s with an expired token: %v", tc.name, err)
+			}
+			var logins, actions401 int
+			for _, r := range sim.Requests()[before:] {
+				if r.Path == "/ovirt-engine/sso/oauth/token" {
+					logins++
+				}
+				if r.Method == "POST" && r.Status == 401 {
+					actions401++
+				}
+			}
+			if logins != 1 || actions401 != 1 {
+				t.Errorf("got %d logins and %d rejected POSTs, want 1 and 1", logins, actions401)
+			}
+			if got, _ := sim.Transfer(tr.ID); got != tc.want && !(tc.name == "cancel" && got == "") {
+				t.Errorf("transfer phase %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestTransferURLsKept: the URLs stay on the Transfer after Finalize and
+// Cancel, for callers that report them afterwards.
+func TestTransferURLsKept(t *testing.T) {
+	sim := enginesim.StartTest(t, enginesim.Config{})
+	c := connect(t, sim)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, name := range []string{"finalize", "cancel"} {
+		t.Run(name, func(t *testing.T) {
+			tr := startUpload(t, ctx, c)
+			turl, purl := tr.TransferURL, tr.ProxyURL
+			if turl == "" || purl == "" {
+				t.Fatalf("transferring transfer has URLs %q, %q; want both", turl, purl)
+			}
+			var err error
+			if name == "finalize" {
+				err = c.Finalize(ctx, tr)
+			} else {
+				err = c.Cancel(ctx, tr)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tr.TransferURL != turl || tr.ProxyURL != purl {
+				t.Errorf("after %s: URLs %q, %q; want %q, %q", name, tr.TransferURL, tr.ProxyURL, turl, purl)
+			}
+		})
+	}
+}

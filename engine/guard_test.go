@@ -50,3 +50,56 @@ func FuzzHasElement(f *testing.F) {
 		}
 	})
 }
+
+func TestPageText(t *testing.T) {
+	tests := []struct {
+		name, body, want string
+	}{
+		{"engine 401", "<html><head><title>Error</title></head><body>invalid_grant: The provided authorization grant for the auth code has expired.</body></html>",
+			"Error invalid_grant: The provided authorization grant for the auth code has expired."},
+		{"plain", "  Unauthorized\n", "Unauthorized"},
+		{"entities and void tags", "<html><body>a &amp; b<br>c</body></html>", "a & b c"},
+		{"empty", "", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := pageText([]byte(tc.body)); got != tc.want {
+				t.Errorf("pageText(%q) = %q, want %q", tc.body, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestRootElement(t *testing.T) {
+	tests := []struct{ body, want string }{
+		{"<fault><reason>r</reason></fault>", "fault"},
+		{`<?xml version="1.0"?><action/>`, "action"},
+		{"<html><body>x</body></html>", "html"},
+		{"text", ""},
+	}
+	for _, tc := range tests {
+		if got := rootElement([]byte(tc.body)); got != tc.want {
+			t.Errorf("rootElement(%q) = %q, want %q", tc.body, got, tc.want)
+		}
+	}
+}
+
+// FuzzPageText checks that the text of any error page makes a fault
+// document that the guard passes on as it is.
+func FuzzPageText(f *testing.F) {
+	f.Add([]byte("<html><head><title>Error</title></head><body>invalid_grant: expired.</body></html>"))
+	f.Add([]byte("Unauthorized"))
+	f.Add([]byte("<a><b></a>&bogus;"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s := pageText(b)
+		if len(s) > 203 {
+			t.Fatalf("pageText returned %d bytes, want at most 203", len(s))
+		}
+		if doc := faultDocument("Unauthorized", s); rootElement(doc) != "fault" || !hasElement(doc) {
+			t.Fatalf("fault document for %q is not a well-formed <fault>: %q", s, doc)
+		}
+		if doc := faultDocument(string(b), string(b)); !hasElement(doc) {
+			t.Fatalf("fault document for raw %q is not well formed: %q", b, doc)
+		}
+	})
+}

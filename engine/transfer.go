@@ -55,8 +55,9 @@ type Transfer struct {
 	Phase     string // last phase seen
 	// TransferURL is the imageio daemon on the host; ProxyURL the proxy on
 	// the engine. Either may be empty; both are secrets (they hold the
-	// ticket). They are cleared when a later poll (Finalize, Cancel) sees
-	// the transfer leave the transferring phase.
+	// ticket). The engine reports them only while transferring; once set,
+	// they stay on the Transfer after Finalize and Cancel (for reports and
+	// logs), although the ticket behind them is gone by then.
 	TransferURL string
 	ProxyURL    string
 	HostID      string
@@ -181,7 +182,8 @@ func (c *Client) Transfer(ctx context.Context, id string) (Transfer, error) {
 	return t, nil
 }
 
-// refresh reads the phase and URLs of t; a 404 sets PhaseRemoved.
+// refresh reads the phase and URLs of t; a 404 sets PhaseRemoved. URLs
+// are only replaced by new ones, never cleared.
 func (c *Client) refresh(ctx context.Context, t *Transfer) error {
 	got, err := c.Transfer(ctx, t.ID)
 	if errors.Is(err, ErrTransferNotFound) {
@@ -192,7 +194,11 @@ func (c *Client) refresh(ctx context.Context, t *Transfer) error {
 		return err
 	}
 	t.Phase = got.Phase
-	t.TransferURL, t.ProxyURL = got.TransferURL, got.ProxyURL
+	// The engine drops the URLs once the transfer leaves transferring;
+	// keep the last ones seen.
+	if got.TransferURL != "" || got.ProxyURL != "" {
+		t.TransferURL, t.ProxyURL = got.TransferURL, got.ProxyURL
+	}
 	if got.HostID != "" {
 		t.HostID = got.HostID
 	}
@@ -204,7 +210,7 @@ func (c *Client) refresh(ctx context.Context, t *Transfer) error {
 
 // update copies what the engine reports. The engine names the disk in the
 // deprecated <image id> element, so DiskID comes from Image when Disk is
-// absent. The URLs are only kept while transferring.
+// absent. The URLs are only read while transferring.
 func (t *Transfer) update(it *ovirtsdk4.ImageTransfer) {
 	if p, ok := it.Phase(); ok {
 		t.Phase = string(p)
