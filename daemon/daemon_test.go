@@ -38,7 +38,7 @@ type daemonEnv struct {
 
 // startDaemon runs a Daemon on loopback with TLS, a local socket and a
 // control socket in a temp dir; edit adjusts the configuration.
-func startDaemon(t *testing.T, edit func(*config.Config)) *daemonEnv {
+func startDaemon(t testing.TB, edit func(*config.Config)) *daemonEnv {
 	t.Helper()
 	dir := t.TempDir()
 	files := testutil.NewTLS(t, dir)
@@ -79,7 +79,7 @@ func startDaemon(t *testing.T, edit func(*config.Config)) *daemonEnv {
 	return e
 }
 
-func (e *daemonEnv) addTicket(t *testing.T, id, url string, size int64, ops string) {
+func (e *daemonEnv) addTicket(t testing.TB, id, url string, size int64, ops string) {
 	t.Helper()
 	doc := fmt.Sprintf(`{"uuid": %q, "size": %d, "url": %q, "ops": %s, "timeout": 300, "transfer_id": "tr-%s"}`, id, size, url, ops, id[:4])
 	if err := e.ctl.AddTicket(context.Background(), []byte(doc)); err != nil {
@@ -225,7 +225,7 @@ func TestDaemonConfigErrors(t *testing.T) {
 }
 
 // startQemuNBD serves image on a Unix socket and stops it at cleanup.
-func startQemuNBD(t *testing.T, image, format string, readOnly bool) string {
+func startQemuNBD(t testing.TB, image, format string, readOnly bool) string {
 	t.Helper()
 	testutil.Need(t, "qemu-nbd")
 	sock := filepath.Join(t.TempDir(), "nbd.sock")

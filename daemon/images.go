@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/imageio/imageio/backend"
 	"github.com/imageio/imageio/ticket"
 )
 
@@ -221,33 +220,6 @@ func (s *Service) get(w http.ResponseWriter, r *request, id string) error {
 	return werr
 }
 
-// copyOut sends [offset, offset+size) of b to w in buffer-sized chunks,
-// checking for cancellation between chunks.
-func (s *Service) copyOut(ctx context.Context, w io.Writer, b *connBackend, op *ticket.Op, offset, size int64) error {
-	if sr, ok := b.Backend.(backend.StreamReader); ok {
-		return sr.ReadTo(ctx, &opWriter{w: w, op: op}, offset, size)
-	}
-	bufp := s.bufs.get(b.bufferSize)
-	defer s.bufs.put(bufp)
-	buf := *bufp
-	for size > 0 {
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("reading: %w", err)
-		}
-		n := min(int64(len(buf)), size)
-		if err := b.ReadAt(ctx, buf[:n], offset); err != nil {
-			return fmt.Errorf("reading %d bytes at %d: %w", n, offset, err)
-		}
-		if _, err := w.Write(buf[:n]); err != nil {
-			return fmt.Errorf("sending %d bytes: %w", n, err)
-		}
-		op.Add(n)
-		offset += n
-		size -= n
-	}
-	return nil
-}
-
 // opWriter counts the bytes written through it as done by op.
 type opWriter struct {
 	w  io.Writer
@@ -337,48 +309,6 @@ func (s *Service) put(w http.ResponseWriter, r *request, id string) error {
 func partialError(requested, available int64, err error) error {
 	return &httpError{Code: http.StatusBadRequest, Close: true, Err: err,
 		Msg: fmt.Sprintf("Requested %d bytes, available %d bytes", requested, available)}
-}
-
-// copyIn writes the request body to [offset, offset+size) of b. A short
-// body writes what arrived and nothing past it.
-func (s *Service) copyIn(ctx context.Context, r *request, b *connBackend, op *ticket.Op, offset, size int64) error {
-	if sw, ok := b.Backend.(backend.StreamWriter); ok {
-		body := &opReader{ctx: ctx, r: r.Body, op: op}
-		if err := sw.WriteFrom(ctx, body, offset, size); err != nil {
-			if errors.Is(err, io.ErrUnexpectedEOF) {
-				return partialError(size, op.Done(), err)
-			}
-			return fmt.Errorf("writing %d bytes at %d: %w", size, offset, err)
-		}
-		return nil
-	}
-	bufp := s.bufs.get(b.bufferSize)
-	defer s.bufs.put(bufp)
-	buf := *bufp
-	requested := size
-	for size > 0 {
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("writing: %w", err)
-		}
-		n := min(int64(len(buf)), size)
-		got, rerr := io.ReadFull(r.Body, buf[:n])
-		if got > 0 {
-			if err := b.WriteAt(ctx, buf[:got], offset); err != nil {
-				return fmt.Errorf("writing %d bytes at %d: %w", got, offset, err)
-			}
-			op.Add(int64(got))
-			offset += int64(got)
-			size -= int64(got)
-		}
-		if rerr != nil {
-			if errors.Is(rerr, io.ErrUnexpectedEOF) || errors.Is(rerr, io.EOF) {
-				return partialError(requested, op.Done(), rerr)
-			}
-			return &httpError{Code: http.StatusBadRequest, Close: true, Err: rerr,
-				Msg: fmt.Sprintf("Requested %d bytes, available %d bytes", requested, op.Done())}
-		}
-	}
-	return nil
 }
 
 func (s *Service) patch(w http.ResponseWriter, r *request, id string) error {

@@ -1,0 +1,224 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/imageio/imageio/backend"
+	"github.com/imageio/imageio/ticket"
+)
+
+// pipelineDepth is how many data buffers one GET or PUT uses: while one
+// chunk goes between the client and the daemon, up to pipelineDepth-1
+// others are read from or written to the backend. Memory for data is
+// connections x pipelineDepth x buffer size (see docs/daemon.md).
+const pipelineDepth = 3
+
+// copyOut sends [offset, offset+size) of b to w in buffer-sized chunks.
+// Reads of the next chunks are in flight while a chunk is sent; chunks
+// are sent in order, and cancellation is checked between chunks.
+func (s *Service) copyOut(ctx context.Context, w io.Writer, b *connBackend, op *ticket.Op, offset, size int64) error {
+	if sr, ok := b.Backend.(backend.StreamReader); ok {
+		return sr.ReadTo(ctx, &opWriter{w: w, op: op}, offset, size)
+	}
+	if size <= 0 {
+		return nil
+	}
+	step := int64(b.bufferSize)
+	depth := int(min((size+step-1)/step, pipelineDepth))
+	rctx, cancel := context.WithCancel(ctx)
+	slots := make([]readSlot, depth)
+	for i := range slots {
+		slots[i] = readSlot{buf: s.bufs.get(b.bufferSize), done: make(chan error, 1)}
+	}
+	defer func() {
+		// Wait for reads still in flight before their buffers go back.
+		cancel()
+		for i := range slots {
+			if slots[i].busy {
+				<-slots[i].done
+			}
+			s.bufs.put(slots[i].buf)
+		}
+	}()
+	next, end := offset, offset+size
+	for i := range slots {
+		n := min(step, end-next)
+		slots[i].start(rctx, b, next, n)
+		next += n
+	}
+	for i := 0; ; i = (i + 1) % depth {
+		sl := &slots[i]
+		if !sl.busy {
+			return nil
+		}
+		err := <-sl.done
+		sl.busy = false
+		if err != nil {
+			return fmt.Errorf("reading %d bytes at %d: %w", sl.n, sl.off, err)
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("reading: %w", err)
+		}
+		if _, err := w.Write((*sl.buf)[:sl.n]); err != nil {
+			return fmt.Errorf("sending %d bytes: %w", sl.n, err)
+		}
+		op.Add(sl.n)
+		if next < end {
+			n := min(step, end-next)
+			sl.start(rctx, b, next, n)
+			next += n
+		}
+	}
+}
+
+// readSlot is one buffer of copyOut and the backend read filling it.
+type readSlot struct {
+	buf    *[]byte
+	off, n int64
+	busy   bool // a read is in flight or its result not yet taken
+	done   chan error
+}
+
+func (sl *readSlot) start(ctx context.Context, b backend.Backend, off, n int64) {
+	sl.off, sl.n, sl.busy = off, n, true
+	go func() { sl.done <- b.ReadAt(ctx, (*sl.buf)[:n], off) }()
+}
+
+// writeResult is the outcome of one backend write of copyIn.
+type writeResult struct {
+	buf *[]byte
+	seq int
+	off int64
+	n   int64
+	err error
+}
+
+// copyIn writes the request body to [offset, offset+size) of b. While the
+// next chunk is read from the body, up to pipelineDepth-1 earlier chunks
+// are written to the backend. A short body writes what arrived and
+// nothing past it. After a failed write no more of the body is read, and
+// the writes in flight finish. The operation counts only bytes written in an unbroken
+// run from offset, so the ticket's transferred ranges stay exact when
+// writes finish out of order or one fails.
+func (s *Service) copyIn(ctx context.Context, r *request, b *connBackend, op *ticket.Op, offset, size int64) error {
+	if sw, ok := b.Backend.(backend.StreamWriter); ok {
+		body := &opReader{ctx: ctx, r: r.Body, op: op}
+		if err := sw.WriteFrom(ctx, body, offset, size); err != nil {
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				return partialError(size, op.Done(), err)
+			}
+			return fmt.Errorf("writing %d bytes at %d: %w", size, offset, err)
+		}
+		return nil
+	}
+	if size <= 0 {
+		return nil
+	}
+	step := int64(b.bufferSize)
+	depth := int(min((size+step-1)/step, pipelineDepth))
+	results := make(chan writeResult, depth)
+	free := make([]*[]byte, 0, depth)
+	owned, inflight := 0, 0
+	// Bytes of writes that finished ahead of an earlier one, by sequence.
+	var ahead map[int]int64
+	counted := 0 // sequence number of the first write not yet counted
+	var werr error
+	reap := func(res writeResult) {
+		inflight--
+		free = append(free, res.buf)
+		if res.err != nil {
+			if werr == nil {
+				werr = fmt.Errorf("writing %d bytes at %d: %w", res.n, res.off, res.err)
+			}
+			return
+		}
+		if res.seq != counted {
+			if ahead == nil {
+				ahead = make(map[int]int64, depth)
+			}
+			ahead[res.seq] = res.n
+			return
+		}
+		op.Add(res.n)
+		counted++
+		for n, ok := ahead[counted]; ok; n, ok = ahead[counted] {
+			delete(ahead, counted)
+			op.Add(n)
+			counted++
+		}
+	}
+	defer func() {
+		for inflight > 0 {
+			reap(<-results)
+		}
+		for _, buf := range free {
+			s.bufs.put(buf)
+		}
+	}()
+
+	requested := size
+	for seq := 0; size > 0; seq++ {
+		// Take the results that are in, without waiting.
+		for more := true; more && inflight > 0; {
+			select {
+			case res := <-results:
+				reap(res)
+			default:
+				more = false
+			}
+		}
+		if werr != nil {
+			return werr
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("writing: %w", err)
+		}
+		var bufp *[]byte
+		switch {
+		case len(free) > 0:
+			bufp = free[len(free)-1]
+			free = free[:len(free)-1]
+		case owned < depth:
+			bufp = s.bufs.get(b.bufferSize)
+			owned++
+		default:
+			reap(<-results)
+			seq--
+			continue
+		}
+		n := min(step, size)
+		got, rerr := io.ReadFull(r.Body, (*bufp)[:n])
+		if got > 0 {
+			inflight++
+			go func(buf *[]byte, seq int, off, n int64) {
+				err := b.WriteAt(ctx, (*buf)[:n], off)
+				results <- writeResult{buf: buf, seq: seq, off: off, n: n, err: err}
+			}(bufp, seq, offset, int64(got))
+			offset += int64(got)
+			size -= int64(got)
+		} else {
+			free = append(free, bufp)
+		}
+		if rerr != nil {
+			for inflight > 0 {
+				reap(<-results)
+			}
+			if werr != nil {
+				return werr
+			}
+			if errors.Is(rerr, io.ErrUnexpectedEOF) || errors.Is(rerr, io.EOF) {
+				return partialError(requested, op.Done(), rerr)
+			}
+			return &httpError{Code: http.StatusBadRequest, Close: true, Err: rerr,
+				Msg: fmt.Sprintf("Requested %d bytes, available %d bytes", requested, op.Done())}
+		}
+	}
+	for inflight > 0 {
+		reap(<-results)
+	}
+	return werr
+}

@@ -1,0 +1,250 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/imageio/imageio/backend/mem"
+	"github.com/imageio/imageio/internal/testutil"
+)
+
+// startNBDKit runs nbdkit with args (filters, plugin, parameters) on a
+// Unix socket and returns its URL; it is stopped when the test ends.
+func startNBDKit(t *testing.T, args ...string) string {
+	t.Helper()
+	testutil.Need(t, "nbdkit")
+	dir, err := os.MkdirTemp("", "nbdkit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "sock")
+	cmd := exec.Command("nbdkit", append([]string{"--foreground", "--exit-with-parent", "--unix", sock}, args...)...)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+	})
+	for i := 0; i < 1000; i++ {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
+			return "nbd:unix:" + sock
+		}
+		select {
+		case <-exited:
+			t.Fatalf("nbdkit exited: %s", out.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	t.Fatalf("nbdkit is not listening: %s", out.String())
+	return ""
+}
+
+// putWithin sends a PUT and fails the test if it takes longer than 60 s,
+// so a hung pipeline shows as a failure, not a stuck test.
+func putWithin(t *testing.T, c *http.Client, url string, body io.Reader, headers ...string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "PUT", url, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if br, ok := body.(*bytes.Reader); ok {
+		req.ContentLength = int64(br.Len())
+	}
+	for _, h := range headers {
+		k, v, _ := strings.Cut(h, ": ")
+		req.Header.Set(k, v)
+	}
+	resp, err := c.Do(req)
+	if errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("PUT %s did not finish in 60 s", url)
+	}
+	if err != nil {
+		return -1, err.Error()
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(data)
+}
+
+// TestPutNBDWriteFailsMidway writes an image whose middle megabyte the
+// NBD server refuses, with several writes in flight (the server delays
+// each): the client gets an error, nothing hangs, and the data before the
+// refused range was written.
+func TestPutNBDWriteFailsMidway(t *testing.T) {
+	const size = 16 << 20
+	url := startNBDKit(t, "--filter=protect", "--filter=delay", "memory", fmt.Sprint("size=", size),
+		"protect=8388608-9437183", "wdelay=5ms")
+	e := startDaemon(t, nil) // 256 KiB buffers
+	e.addTicket(t, "fail-ticket-00001", url, size, `["read", "write"]`)
+	data := pattern(size, 5)
+	code, body := putWithin(t, e.https, e.base+"/images/fail-ticket-00001?flush=n", bytes.NewReader(data))
+	// The daemon answers 500 and closes the connection without reading
+	// the rest of the body, so the client may see the reset instead.
+	if code != http.StatusInternalServerError && code != -1 {
+		t.Fatalf("PUT = %d %q, want 500 or a cut connection", code, body)
+	}
+	if !strings.Contains(e.logs.String(), "EPERM") {
+		t.Errorf("daemon log has no EPERM write error:\n%s", e.logs.String())
+	}
+	req, _ := http.NewRequest("GET", e.base+"/images/fail-ticket-00001", nil)
+	req.Header.Set("Range", fmt.Sprintf("bytes=0-%d", 8<<20-1))
+	resp, err := e.https.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusPartialContent {
+		t.Fatalf("GET = %d, %v", resp.StatusCode, err)
+	}
+	if !bytes.Equal(got, data[:8<<20]) {
+		t.Error("data before the refused range was not written")
+	}
+}
+
+// TestPutNBDShortBody sends a body that ends early over the local socket,
+// with writes in flight: the client gets 400 with the byte counts, what
+// arrived is written and nothing past it.
+func TestPutNBDShortBody(t *testing.T) {
+	const size, sent = 8 << 20, 3<<20 + 12345
+	url := startNBDKit(t, "--filter=delay", "memory", fmt.Sprint("size=", size), "wdelay=5ms")
+	e := startDaemon(t, nil)
+	e.addTicket(t, "short-ticket-0001", url, size, `["read", "write"]`)
+	c, err := net.Dial("unix", e.d.LocalSocket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	data := pattern(sent, 7)
+	go func() {
+		fmt.Fprintf(c, "PUT /images/short-ticket-0001?flush=n HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", size)
+		c.Write(data)
+		c.(*net.UnixConn).CloseWrite()
+	}()
+	c.SetReadDeadline(time.Now().Add(60 * time.Second))
+	out, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("reading response: %v (%q)", err, out)
+	}
+	want := fmt.Sprintf("Requested %d bytes, available %d bytes", size, sent)
+	if !strings.HasPrefix(string(out), "HTTP/1.1 400 ") || !strings.Contains(string(out), want) {
+		t.Fatalf("response = %q, want 400 with %q", out, want)
+	}
+	code, got := get(t, e.https, e.base+"/images/short-ticket-0001")
+	if code != http.StatusOK || len(got) != size {
+		t.Fatalf("GET = %d, %d bytes", code, len(got))
+	}
+	if !bytes.Equal(got[:sent], data) {
+		t.Error("bytes that arrived were not written")
+	}
+	if !bytes.Equal(got[sent:], make([]byte, size-sent)) {
+		t.Error("data written past what arrived")
+	}
+}
+
+// TestCancelDuringNBDUpload cancels a ticket while a PUT has writes in
+// flight to a slow NBD server: the cancel finishes, the client gets 403
+// or a cut connection, and nothing hangs.
+func TestCancelDuringNBDUpload(t *testing.T) {
+	const size = 32 << 20
+	url := startNBDKit(t, "--filter=delay", "memory", fmt.Sprint("size=", size), "wdelay=50ms")
+	e := startDaemon(t, nil)
+	e.addTicket(t, "cancel-ticket-001", url, size, `["read", "write"]`)
+	type result struct {
+		code int
+		body string
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, body := putWithin(t, e.https, e.base+"/images/cancel-ticket-001?flush=n", bytes.NewReader(pattern(size, 3)))
+		done <- result{code, body}
+	}()
+	tk, err := e.d.Tickets.Get("cancel-ticket-001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "an active transfer", func() bool { return tk.Status().Active })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := e.ctl.DelTicket(ctx, "cancel-ticket-001"); err != nil {
+		t.Fatalf("DelTicket: %v", err)
+	}
+	r := <-done
+	if r.code != http.StatusForbidden && r.code != -1 {
+		t.Errorf("canceled upload = %d %q, want 403 or a cut connection", r.code, r.body)
+	}
+	if tk.Status().Active {
+		t.Error("transfer still active after the cancel")
+	}
+}
+
+// gateBackend fails the write at failAt once the writes after it have
+// finished, so writes complete out of order and one fails.
+type gateBackend struct {
+	backendIface
+	failAt int64
+	later  chan struct{} // closed when a write after failAt finished
+	once   sync.Once
+}
+
+func (b *gateBackend) WriteAt(ctx context.Context, p []byte, off int64) error {
+	switch {
+	case off == b.failAt:
+		select {
+		case <-b.later:
+		case <-time.After(10 * time.Second):
+		}
+		return errors.New("injected write error")
+	case off > b.failAt:
+		err := b.backendIface.WriteAt(ctx, p, off)
+		b.once.Do(func() { close(b.later) })
+		return err
+	}
+	return b.backendIface.WriteAt(ctx, p, off)
+}
+
+// TestPutTransferredOutOfOrder checks that a write that finishes after
+// later ones and fails leaves transferred at the unbroken run before it.
+func TestPutTransferredOutOfOrder(t *testing.T) {
+	e := newEnv(t, envOptions{bufferSize: 64 << 10})
+	img := &gateBackend{backendIface: mem.New(1 << 20), failAt: 128 << 10, later: make(chan struct{})}
+	tk := e.addImage("write-ticket-0001", img, writeTicket)
+	r := e.do("PUT", "/images/write-ticket-0001?flush=n", bytes.NewReader(pattern(512<<10, 1)))
+	if r.code != http.StatusInternalServerError {
+		t.Fatalf("PUT = %s, want 500", r)
+	}
+	st := tk.Status()
+	if st.Transferred == nil || *st.Transferred != 128<<10 {
+		t.Errorf("transferred = %v, want %d (the writes before the failed one)", st.Transferred, 128<<10)
+	}
+}
