@@ -54,8 +54,9 @@ type Options struct {
 
 // Source is what qemu tools need to open an image.
 type Source struct {
-	// Filename is the path (made safe from qemu's protocol prefixes), or
-	// for an OVA member a "json:" filename that already names the format.
+	// Filename is the path (made safe from qemu's option parsing and
+	// protocol prefixes, see safeName), or for an OVA member a "json:"
+	// filename that already names the format.
 	Filename string
 	// Format is the image format, detected or forced.
 	Format string
@@ -183,9 +184,22 @@ func openSource(ctx context.Context, path string, opt Options) (Source, error) {
 	return src, nil
 }
 
-// safeName keeps qemu from reading a path with a colon before any slash
-// (such as "nbd:x" or "json:x") as a protocol.
+// safeName returns path as a qemu-img argument that names a file: a
+// relative path starting with "-" (which qemu-img would read as an
+// option), or with a colon before any slash (such as "nbd:x" or "json:x",
+// which qemu would read as a protocol), gets a "./" prefix.
 func safeName(path string) string {
+	if strings.HasPrefix(path, "-") {
+		return "./" + path
+	}
+	return noProtocol(path)
+}
+
+// noProtocol keeps qemu from reading a path with a colon before any slash
+// as a protocol. It is enough for the value of an option such as -b,
+// which qemu-img takes whatever it starts with; there a "./" would be
+// written into the image as part of the backing file name.
+func noProtocol(path string) string {
 	slash := strings.IndexByte(path, '/')
 	colon := strings.IndexByte(path, ':')
 	if colon >= 0 && (slash < 0 || colon < slash) {
@@ -394,7 +408,7 @@ func Create(ctx context.Context, path string, c CreateOptions) error {
 		if err := checkFormat(bformat); err != nil {
 			return fmt.Errorf("creating %q: backing file: %w", path, err)
 		}
-		args = append(args, "-b", safeName(c.BackingFile), "-F", bformat)
+		args = append(args, "-b", noProtocol(c.BackingFile), "-F", bformat)
 	}
 	if c.Preallocation != "" {
 		if strings.ContainsAny(c.Preallocation, ",=") {

@@ -607,3 +607,69 @@ func TestBinaryFromEnv(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestDashInName checks that a relative path starting with "-" is not
+// read by qemu-img as an option, in every wrapper that passes a path.
+func TestDashInName(t *testing.T) {
+	im := makeImages(t)
+	t.Chdir(im.dir)
+	ctx := context.Background()
+	name := "-x.qcow2"
+	cmd(t, "cp", "--", im.qcow2, name)
+	info, err := Info(ctx, name, Options{})
+	if err != nil {
+		t.Fatalf("Info: %v", err)
+	}
+	if info.Format != "qcow2" || info.VirtualSize != imageSize {
+		t.Errorf("Info: format %q, size %d; want qcow2, %d", info.Format, info.VirtualSize, imageSize)
+	}
+	if _, err := Info(ctx, name, Options{Format: "qcow2"}); err != nil {
+		t.Errorf("Info with a format: %v", err)
+	}
+	if _, err := Measure(ctx, name, "raw", Options{}); err != nil {
+		t.Errorf("Measure: %v", err)
+	}
+	if _, err := Map(ctx, name, Options{}); err != nil {
+		t.Errorf("Map: %v", err)
+	}
+	if err := Compare(ctx, name, im.qcow2, CompareOptions{}); err != nil {
+		t.Errorf("Compare: %v", err)
+	}
+	if err := Create(ctx, "-y.qcow2", CreateOptions{Format: "qcow2", BackingFile: name, BackingFormat: "qcow2"}); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	top, err := Info(ctx, "-y.qcow2", Options{})
+	if err != nil {
+		t.Fatalf("Info of the new image: %v", err)
+	}
+	// The backing file is recorded as given.
+	if top.BackingFilename != name || top.VirtualSize != imageSize {
+		t.Errorf("new image: backing %q, size %d; want %q, %d", top.BackingFilename, top.VirtualSize, name, imageSize)
+	}
+	if err := Compare(ctx, "-y.qcow2", name, CompareOptions{}); err != nil {
+		t.Errorf("Compare with the new image: %v", err)
+	}
+	for _, f := range []string{"-x.qcow2", "-y.qcow2"} {
+		if _, err := os.Stat(f); err != nil {
+			t.Errorf("stat %s: %v", f, err)
+		}
+	}
+}
+
+func TestSafeName(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"disk.qcow2", "disk.qcow2"},
+		{"-x.qcow2", "./-x.qcow2"},
+		{"--help", "./--help"},
+		{"-", "./-"},
+		{"nbd:x", "./nbd:x"},
+		{"dir/-x", "dir/-x"},
+		{"/abs/-x", "/abs/-x"},
+		{"/abs/nbd:x", "/abs/nbd:x"},
+	}
+	for _, tc := range tests {
+		if got := safeName(tc.in); got != tc.want {
+			t.Errorf("safeName(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
