@@ -119,12 +119,3 @@ func flagArity(flags []cli.Flag) map[string]bool {
 	}
 	return m
 }
-
-// localPath keeps a file name that starts with "-" from being read as an
-// option by qemu-img or qemu-nbd.
-func localPath(p string) string {
-	if strings.HasPrefix(p, "-") {
-		return "./" + p
-	}
-	return p
-}

@@ -93,7 +93,7 @@ func runChecksum(ctx context.Context, opts checksumOptions, args []string, stdou
 	if remote {
 		res, err = remoteChecksum(ctx, target, opts, int(bs), disp)
 	} else {
-		res, err = localChecksum(ctx, localPath(target), opts.Member, opts.Algorithm, int(bs), opts.MaxWorkers, disp, log)
+		res, err = localChecksum(ctx, target, opts.Member, opts.Algorithm, int(bs), opts.MaxWorkers, disp, log)
 	}
 	if err != nil {
 		return explain(err)

@@ -93,7 +93,7 @@ func (o *downloadOptions) check(args []string) (url, file string, err error) {
 	if _, err := o.bufferBytes(); err != nil {
 		return "", "", err
 	}
-	return url, localPath(file), nil
+	return url, file, nil
 }
 
 // runDownload runs imageio download.

@@ -472,3 +472,37 @@ func TestEngineUploadCopyFailure(t *testing.T) {
 		t.Errorf("disks left after a failed upload: %q", files)
 	}
 }
+
+// TestEngineDashFileName uploads and downloads files named like options,
+// given after "--"; qemu-img and qemu-nbd must take them as files.
+func TestEngineDashFileName(t *testing.T) {
+	sim := startSim(t, enginesim.Config{})
+	dir := t.TempDir()
+	sampleImage(t, dir, "-odd.qcow2", "qcow2")
+	t.Chdir(dir)
+	// run runs the app with --json ahead of "--" and returns the result.
+	run := func(args ...string) uploadResult {
+		t.Helper()
+		n := len(args)
+		args = append(append(append(args[:n-1:n-1], engineFlags(sim)...), "--json", "--"), args[n-1])
+		stdout, stderr, code := runApp(t, context.Background(), args...)
+		if code != 0 {
+			t.Fatalf("%q: exit %d: %s", args, code, stderr)
+		}
+		lines := strings.Split(strings.TrimSpace(stdout), "\n")
+		var res uploadResult
+		if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil || res.Result != "ok" {
+			t.Fatalf("%q: last line of stdout %q: %v", args, lines[len(lines)-1], err)
+		}
+		return res
+	}
+	up := run("upload", "-s", "data1", "-odd.qcow2")
+	if up.File != "-odd.qcow2" {
+		t.Errorf("upload result file %q, want %q", up.File, "-odd.qcow2")
+	}
+	down := run("download", "--disk-id", up.DiskID, "--verify", "-out.qcow2")
+	if down.File != "-out.qcow2" {
+		t.Errorf("download result file %q, want %q", down.File, "-out.qcow2")
+	}
+	compareImages(t, filepath.Join(dir, "-odd.qcow2"), filepath.Join(dir, "-out.qcow2"))
+}

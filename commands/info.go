@@ -46,7 +46,7 @@ func runInfo(ctx context.Context, opts infoOptions, args []string, stdout, stder
 	if len(args) != 1 {
 		return usageErrorf("info: want one FILE, got %d arguments", len(args))
 	}
-	info, err := qemuimg.Info(ctx, localPath(args[0]), qemuimg.Options{Member: opts.Member})
+	info, err := qemuimg.Info(ctx, args[0], qemuimg.Options{Member: opts.Member})
 	if err != nil {
 		return err
 	}

@@ -48,7 +48,7 @@ func runMeasure(ctx context.Context, opts measureOptions, args []string, stdout,
 	if err := checkFormat("--format", opts.Format, false); err != nil {
 		return err
 	}
-	m, err := qemuimg.Measure(ctx, localPath(args[0]), opts.Format, qemuimg.Options{Member: opts.Member})
+	m, err := qemuimg.Measure(ctx, args[0], opts.Format, qemuimg.Options{Member: opts.Member})
 	if err != nil {
 		return err
 	}

@@ -130,7 +130,7 @@ func runUpload(ctx context.Context, opts uploadOptions, args []string, stdout, s
 		return err
 	}
 	bufSize, _ := opts.bufferBytes()
-	file := localPath(args[0])
+	file := args[0]
 	log := newLogger(stderr, opts.Debug)
 	disp := newProgress(stdout, stderr, chooseDisplay(stderr, opts.Quiet, opts.JSON))
 	defer disp.Close()
