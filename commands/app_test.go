@@ -119,6 +119,15 @@ func TestArgs(t *testing.T) {
 		{"unknown command", []string{"frob", "x", "--json"}, []string{"frob", "x", "--json"}},
 		{"help after args", []string{"upload", "x", "-h"}, []string{"upload", "-h"}},
 		{"value flag at end", []string{"info", "x", "--member"}, []string{"info", "--member", "x"}},
+		{"command flag before command", []string{"-c", "prod", "upload", "disk", "-s", "data1"}, []string{"upload", "-c", "prod", "-s", "data1", "disk"}},
+		{"command flags around root flag", []string{"-c=prod", "--debug", "--verify", "upload", "disk"}, []string{"--debug", "upload", "-c=prod", "--verify", "disk"}},
+		{"root flag first, then command flag", []string{"--debug", "-c", "prod", "download", "--disk-id", "D", "f"}, []string{"--debug", "download", "-c", "prod", "--disk-id", "D", "f"}},
+		{"section named like a command", []string{"-c", "upload", "upload", "disk"}, []string{"upload", "-c", "upload", "disk"}},
+		{"flag of a later command", []string{"--storage-domain", "info", "upload", "disk"}, []string{"upload", "--storage-domain", "info", "disk"}},
+		{"unknown flag before command", []string{"--bogus", "upload", "disk"}, []string{"--bogus", "upload", "disk"}},
+		{"command flag, no command", []string{"-c", "prod"}, []string{"-c", "prod"}},
+		{"command flag then dashdash", []string{"-c", "--", "upload"}, []string{"-c", "--", "upload"}},
+		{"value would be the command", []string{"-c", "upload", "x"}, []string{"-c", "upload", "x"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -273,6 +282,8 @@ func FuzzArgs(f *testing.F) {
 		"upload x -h",
 		"info x --member",
 		"frob -x y",
+		"-c prod upload disk -s data1",
+		"--debug -c upload upload x --verify",
 	} {
 		f.Add(s)
 	}

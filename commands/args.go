@@ -13,8 +13,10 @@ import (
 //
 // Root flags (--debug) found after the command name move before it; the
 // command's own flags move before its positional arguments, each with its
-// value when it takes one. Everything after "--" stays positional. Unknown
-// flags are kept in place among the flags so that the parser reports them.
+// value when it takes one, and so do the command's flags typed before the
+// command name ("imageio -c prod upload disk.qcow2 ..."). Everything after
+// "--" stays positional. Unknown flags are kept in place among the flags
+// so that the parser reports them.
 func Args(app *cli.App, args []string) []string {
 	if len(args) < 2 {
 		return args
@@ -23,6 +25,7 @@ func Args(app *cli.App, args []string) []string {
 	if !app.HideVersion {
 		rootFlags["version"], rootFlags["v"] = false, false
 	}
+	args = liftCommandFlags(app, rootFlags, args)
 	out := []string{args[0]}
 	var hoisted []string
 	i := 1
@@ -87,6 +90,75 @@ func Args(app *cli.App, args []string) []string {
 		out = append(out, "--")
 	}
 	return append(out, positional...)
+}
+
+// liftCommandFlags moves the flags of a command that come before its name
+// to just after it: "imageio --debug -c prod upload x" becomes
+// "imageio --debug upload -c prod x". Whether a flag takes a value is only
+// known once the command is, so the command name is the first argument
+// that names a command and that the flags before it, read with the
+// command's (or the root's) flags, end exactly at. When there is no such
+// command, args are returned as they are (and the parser reports the
+// flag).
+func liftCommandFlags(app *cli.App, rootFlags map[string]bool, args []string) []string {
+	start := 1
+	for start < len(args) && isFlag(args[start]) && args[start] != "--" {
+		takes, ok := rootFlags[flagName(args[start])]
+		if !ok {
+			break
+		}
+		if takes && !strings.Contains(args[start], "=") {
+			start++
+		}
+		start++
+	}
+	if start >= len(args) || !isFlag(args[start]) || args[start] == "--" {
+		return args // no command flag before the command name
+	}
+candidates:
+	for j := start + 1; j < len(args); j++ {
+		if args[j] == "--" {
+			return args
+		}
+		cmd := app.Command(args[j])
+		if cmd == nil || cmd.SkipFlagParsing || len(cmd.Subcommands) > 0 {
+			continue
+		}
+		cmdFlags := flagArity(cmd.Flags)
+		var root, own []string
+		i := start
+		for i < j && isFlag(args[i]) {
+			n := flagName(args[i])
+			takes, isCmd := cmdFlags[n]
+			rootTakes, isRoot := rootFlags[n]
+			if !isCmd && !isRoot {
+				continue candidates // perhaps a flag of a later command
+			}
+			dst := &own
+			if isRoot {
+				dst, takes = &root, rootTakes
+			}
+			*dst = append(*dst, args[i])
+			if takes && !strings.Contains(args[i], "=") {
+				if i+1 >= j {
+					break // the value would be the command name
+				}
+				i++
+				*dst = append(*dst, args[i])
+			}
+			i++
+		}
+		if i != j {
+			continue
+		}
+		out := make([]string, 0, len(args))
+		out = append(out, args[:start]...)
+		out = append(out, root...)
+		out = append(out, args[j])
+		out = append(out, own...)
+		return append(out, args[j+1:]...)
+	}
+	return args
 }
 
 // isFlag reports whether a looks like a flag: "-x", "--name", "--name=v".

@@ -9,11 +9,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/imageio/imageio/enginesim"
 	"github.com/imageio/imageio/internal/testutil"
 	"github.com/imageio/imageio/qemuimg"
@@ -292,12 +294,36 @@ func TestEngineProfile(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv(PasswordEnv, "")
-	if _, _, stderr, code := jsonRun(t, context.Background(), "upload", qcow, "-c", "sim", "-s", "data1"); code != 0 {
-		t.Errorf("upload with a profile: exit %d: %s", code, stderr)
+	// -c goes after the command name or, as in the README, before it.
+	_, up, stderr, code := jsonRun(t, context.Background(), "upload", qcow, "-c", "sim", "-s", "data1")
+	if code != 0 {
+		t.Fatalf("upload with a profile: exit %d: %s", code, stderr)
 	}
-	_, stderr, code := runApp(t, context.Background(), "upload", qcow, "-c", "other", "-s", "data1")
-	if code != ExitUsage || !strings.Contains(stderr, `"other"`) {
-		t.Errorf("unknown profile: exit %d, stderr %q", code, stderr)
+	_, up2, stderr, code := jsonRun(t, context.Background(), "-c", "sim", "upload", qcow, "-s", "data1")
+	if code != 0 {
+		t.Fatalf("upload with -c before the command: exit %d: %s", code, stderr)
+	}
+	if up.DiskID == "" || up2.DiskID == "" || up.DiskID == up2.DiskID {
+		t.Errorf("disks %q and %q, want two new disks", up.DiskID, up2.DiskID)
+	}
+	for _, args := range [][]string{
+		{"download", "--disk-id", up.DiskID, "-c", "sim"},
+		{"--debug", "-c", "sim", "download", "--disk-id", up2.DiskID},
+	} {
+		out := filepath.Join(t.TempDir(), "out.qcow2")
+		if _, _, stderr, code := jsonRun(t, context.Background(), append(args, out)...); code != 0 {
+			t.Fatalf("%q: exit %d: %s", args, code, stderr)
+		}
+		compareImages(t, qcow, out)
+	}
+	for _, args := range [][]string{
+		{"upload", qcow, "-c", "other", "-s", "data1"},
+		{"-c", "other", "upload", qcow, "-s", "data1"},
+	} {
+		_, stderr, code := runApp(t, context.Background(), args...)
+		if code != ExitUsage || !strings.Contains(stderr, `"other"`) {
+			t.Errorf("%q: unknown profile: exit %d, stderr %q", args, code, stderr)
+		}
 	}
 }
 
@@ -505,4 +531,75 @@ func TestEngineDashFileName(t *testing.T) {
 		t.Errorf("download result file %q, want %q", down.File, "-out.qcow2")
 	}
 	compareImages(t, filepath.Join(dir, "-odd.qcow2"), filepath.Join(dir, "-out.qcow2"))
+}
+
+// TestEngineTextOutput checks the output without --json, as docs/cli.md
+// and the man page describe it: stdout holds only the disk id of an engine
+// upload (nothing for a download), and stderr one line per phase and a
+// summary line.
+func TestEngineTextOutput(t *testing.T) {
+	sim := startSim(t, enginesim.Config{})
+	dir := t.TempDir()
+	qcow := sampleImage(t, dir, "disk.qcow2", "qcow2")
+	phaseLine := regexp.MustCompile(`^\[ +[0-9]+\.[0-9] \] (.+)$`)
+	// check returns the phases of stderr and fails on any other line but
+	// one summary line matching summary.
+	check := func(t *testing.T, stderr string, summary *regexp.Regexp) []string {
+		t.Helper()
+		var got []string
+		summaries := 0
+		for _, line := range strings.Split(strings.TrimSuffix(stderr, "\n"), "\n") {
+			if m := phaseLine.FindStringSubmatch(line); m != nil {
+				got = append(got, m[1])
+				continue
+			}
+			if summary.MatchString(line) {
+				summaries++
+				continue
+			}
+			t.Errorf("unexpected stderr line %q", line)
+		}
+		if summaries != 1 {
+			t.Errorf("stderr %q: got %d summary lines matching %s, want 1", stderr, summaries, summary)
+		}
+		return got
+	}
+
+	stdout, stderr, code := runApp(t, context.Background(), append([]string{"upload", qcow, "-s", "data1", "--verify"}, engineFlags(sim)...)...)
+	if code != 0 {
+		t.Fatalf("upload: exit %d: %s", code, stderr)
+	}
+	id := strings.TrimSuffix(stdout, "\n")
+	if !regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`).MatchString(id) {
+		t.Fatalf("upload stdout %q, want the disk id and a newline", stdout)
+	}
+	got := check(t, stderr, regexp.MustCompile(`^uploaded 4 MiB \([0-9.]+ [KM]iB of data\) in [0-9]+\.[0-9] s, disk `+id+`, verified blake2b [0-9a-f]{64}$`))
+	want := []string{phaseInspecting, phaseCreatingDisk, phaseCreatingTransfer, phaseUploading, phaseFlushing, phaseVerifying, phaseFinalizing}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("upload phases (-want +got):\n%s", diff)
+	}
+
+	// Into the existing disk: its id is printed as well.
+	stdout, stderr, code = runApp(t, context.Background(), append([]string{"upload", qcow, "--disk-id", id}, engineFlags(sim)...)...)
+	if code != 0 || stdout != id+"\n" {
+		t.Fatalf("upload --disk-id: exit %d, stdout %q, want %q: %s", code, stdout, id+"\n", stderr)
+	}
+	check(t, stderr, regexp.MustCompile(`^uploaded 4 MiB .* disk `+id+`$`))
+
+	out := filepath.Join(t.TempDir(), "out.qcow2")
+	stdout, stderr, code = runApp(t, context.Background(), append([]string{"download", "--disk-id", id, out}, engineFlags(sim)...)...)
+	if code != 0 || stdout != "" {
+		t.Fatalf("download: exit %d, stdout %q, want nothing: %s", code, stdout, stderr)
+	}
+	got = check(t, stderr, regexp.MustCompile(`^downloaded 4 MiB \(.* of data\) in [0-9]+\.[0-9] s, disk `+id+`$`))
+	want = []string{phaseCreatingTransfer, phaseDownloading, phaseFlushing, phaseFinalizing}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("download phases (-want +got):\n%s", diff)
+	}
+
+	// --quiet: the disk id alone.
+	stdout, stderr, code = runApp(t, context.Background(), append([]string{"upload", qcow, "-q", "--disk-id", id}, engineFlags(sim)...)...)
+	if code != 0 || stdout != id+"\n" || stderr != "" {
+		t.Errorf("upload -q: exit %d, stdout %q, stderr %q; want the disk id only", code, stdout, stderr)
+	}
 }

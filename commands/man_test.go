@@ -3,6 +3,7 @@ package commands
 import (
 	"os"
 	"os/exec"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -70,5 +71,50 @@ func TestManRenders(t *testing.T) {
 	out, err := exec.Command("groff", "-man", "-Tutf8", "-ww", "-z", "../man/imageio.1").CombinedOutput()
 	if err != nil || len(out) > 0 {
 		t.Errorf("groff: %v\n%s", err, out)
+	}
+}
+
+// TestJSONDocumented checks that every --json field of the progress and
+// result objects, and every phase, is described in the JSON OUTPUT section
+// of the man page and in the field tables of docs/cli.md.
+func TestJSONDocumented(t *testing.T) {
+	man := manText(t)
+	if i := strings.Index(man, ".SH JSON OUTPUT"); i >= 0 {
+		man = man[i:]
+		if j := strings.Index(man[1:], ".SH "); j >= 0 {
+			man = man[:j+1]
+		}
+	} else {
+		t.Fatal("man page has no JSON OUTPUT section")
+	}
+	data, err := os.ReadFile("../docs/cli.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(data)
+	var fields []string
+	for _, v := range []any{progressStep{}, uploadResult{}, checksumResult{}} {
+		typ := reflect.TypeOf(v)
+		for i := range typ.NumField() {
+			name, _, _ := strings.Cut(typ.Field(i).Tag.Get("json"), ",")
+			fields = append(fields, name)
+		}
+	}
+	for _, f := range fields {
+		if !regexp.MustCompile(`(?m)^\.BR? .*\b`+f+`\b`).MatchString(man) && !strings.Contains(man, `\(dq`+f+`\(dq`) {
+			t.Errorf("man page JSON OUTPUT does not describe field %q", f)
+		}
+		if !strings.Contains(doc, "| `"+f+"` |") && !strings.Contains(doc, `"`+f+`"`) {
+			t.Errorf("docs/cli.md does not describe field %q", f)
+		}
+	}
+	for _, p := range []string{phaseInspecting, phaseCreatingDisk, phaseCreatingTransfer, phaseUploading, phaseDownloading,
+		phaseComputing, phaseFlushing, phaseVerifying, phaseFinalizing, phaseCancelling, phaseDone} {
+		if !regexp.MustCompile(`(?m)^\.BR? "?` + regexp.QuoteMeta(p) + `"?( ,| \.)?$`).MatchString(man) {
+			t.Errorf("man page JSON OUTPUT does not list phase %q", p)
+		}
+		if !strings.Contains(doc, "`"+p+"`") {
+			t.Errorf("docs/cli.md does not list phase %q", p)
+		}
 	}
 }
