@@ -24,6 +24,13 @@ type timeoutConn struct {
 	// twice per 16 KiB record; nil reads the socket directly.
 	br *bufio.Reader
 
+	// wmu guards wbuf. It is held while a flush writes the socket, so
+	// buffered and direct writes keep their order. Lock order: wmu, mu.
+	wmu sync.Mutex
+	// wbuf collects writes while the connection is corked (see cork);
+	// nil when it is not.
+	wbuf []byte
+
 	// mu guards the fields that follow.
 	mu            sync.Mutex
 	timeout       time.Duration
@@ -65,7 +72,55 @@ func (c *timeoutConn) readSocket(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
+// Write writes p to the socket, or while corked adds it to the buffer,
+// writing the buffer first when p does not fit.
 func (c *timeoutConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.wbuf == nil {
+		return c.writeSocket(p)
+	}
+	if len(c.wbuf)+len(p) > cap(c.wbuf) {
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+		if len(p) >= cap(c.wbuf) {
+			return c.writeSocket(p)
+		}
+	}
+	c.wbuf = append(c.wbuf, p...)
+	return len(p), nil
+}
+
+// cork makes writes collect in buf until uncork, so that the TLS records
+// of a large response (16 KiB each) go out in a few large system calls
+// instead of one each. The caller must call uncork before it reuses buf.
+func (c *timeoutConn) cork(buf []byte) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.wbuf = buf[:0]
+}
+
+// uncork writes what was collected since cork and stops collecting.
+func (c *timeoutConn) uncork() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	err := c.flushLocked()
+	c.wbuf = nil
+	return err
+}
+
+// flushLocked writes the buffer; the caller holds wmu.
+func (c *timeoutConn) flushLocked() error {
+	if len(c.wbuf) == 0 {
+		return nil
+	}
+	_, err := c.writeSocket(c.wbuf)
+	c.wbuf = c.wbuf[:0]
+	return err
+}
+
+func (c *timeoutConn) writeSocket(p []byte) (int, error) {
 	c.mu.Lock()
 	d := c.writeDeadline
 	if d.IsZero() {

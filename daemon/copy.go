@@ -14,13 +14,20 @@ import (
 // pipelineDepth is how many data buffers one GET or PUT uses: while one
 // chunk goes between the client and the daemon, up to pipelineDepth-1
 // others are read from or written to the backend. Memory for data is
-// connections x pipelineDepth x buffer size (see docs/daemon.md).
-const pipelineDepth = 3
+// connections x pipelineDepth x buffer size; 3 measured no faster than 2
+// and took 8 MiB more with 4 connections (see docs/daemon.md).
+const pipelineDepth = 2
+
+// corkSize is the size of the buffer that collects the TLS records of a
+// chunk of a response before they are written to the socket.
+const corkSize = 256 << 10
 
 // copyOut sends [offset, offset+size) of b to w in buffer-sized chunks.
 // Reads of the next chunks are in flight while a chunk is sent; chunks
-// are sent in order, and cancellation is checked between chunks.
-func (s *Service) copyOut(ctx context.Context, w io.Writer, b *connBackend, op *ticket.Op, offset, size int64) error {
+// are sent in order, and cancellation is checked between chunks. When tc
+// is not nil (TLS), each chunk's records are collected and written to tc
+// in corkSize writes.
+func (s *Service) copyOut(ctx context.Context, w io.Writer, tc *timeoutConn, b *connBackend, op *ticket.Op, offset, size int64) error {
 	if sr, ok := b.Backend.(backend.StreamReader); ok {
 		return sr.ReadTo(ctx, &opWriter{w: w, op: op}, offset, size)
 	}
@@ -44,6 +51,12 @@ func (s *Service) copyOut(ctx context.Context, w io.Writer, b *connBackend, op *
 			s.bufs.put(slots[i].buf)
 		}
 	}()
+	var cork []byte
+	if tc != nil {
+		corkp := s.bufs.get(corkSize)
+		defer s.bufs.put(corkp)
+		cork = *corkp
+	}
 	next, end := offset, offset+size
 	for i := range slots {
 		n := min(step, end-next)
@@ -63,7 +76,7 @@ func (s *Service) copyOut(ctx context.Context, w io.Writer, b *connBackend, op *
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("reading: %w", err)
 		}
-		if _, err := w.Write((*sl.buf)[:sl.n]); err != nil {
+		if err := send(w, tc, cork, (*sl.buf)[:sl.n]); err != nil {
 			return fmt.Errorf("sending %d bytes: %w", sl.n, err)
 		}
 		op.Add(sl.n)
@@ -73,6 +86,21 @@ func (s *Service) copyOut(ctx context.Context, w io.Writer, b *connBackend, op *
 			next += n
 		}
 	}
+}
+
+// send writes p to w, corking tc with cork while it does when tc is not
+// nil.
+func send(w io.Writer, tc *timeoutConn, cork, p []byte) error {
+	if tc == nil {
+		_, err := w.Write(p)
+		return err
+	}
+	tc.cork(cork)
+	_, err := w.Write(p)
+	if ferr := tc.uncork(); err == nil {
+		err = ferr
+	}
+	return err
 }
 
 // readSlot is one buffer of copyOut and the backend read filling it.

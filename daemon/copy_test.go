@@ -248,3 +248,36 @@ func TestPutTransferredOutOfOrder(t *testing.T) {
 		t.Errorf("transferred = %v, want %d (the writes before the failed one)", st.Transferred, 128<<10)
 	}
 }
+
+// TestCork checks that corked writes reach the socket whole and in order,
+// with writes larger than the buffer and writes after uncork.
+func TestCork(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	tc := &timeoutConn{Conn: a, timeout: 10 * time.Second}
+	want := pattern(100000, 4)
+	got := make(chan []byte, 1)
+	go func() {
+		data, _ := io.ReadAll(b)
+		got <- data
+	}()
+	pieces := []int{10, 1000, 5000, 40000, 3, 20000}
+	off := 0
+	tc.cork(make([]byte, 0, 4096))
+	for _, n := range pieces {
+		if _, err := tc.Write(want[off : off+n]); err != nil {
+			t.Fatalf("Write: %v", err)
+		}
+		off += n
+	}
+	if err := tc.uncork(); err != nil {
+		t.Fatalf("uncork: %v", err)
+	}
+	if _, err := tc.Write(want[off:]); err != nil {
+		t.Fatalf("Write after uncork: %v", err)
+	}
+	a.Close()
+	if data := <-got; !bytes.Equal(data, want) {
+		t.Errorf("socket got %d bytes, equal %v; want %d bytes", len(data), bytes.Equal(data, want), len(want))
+	}
+}

@@ -213,7 +213,11 @@ func (s *Service) get(w http.ResponseWriter, r *request, id string) error {
 	} else {
 		w.WriteHeader(http.StatusOK)
 	}
-	werr := s.copyOut(ctx, w, b, op, offset, size)
+	var tc *timeoutConn
+	if s.cfg.TLS != nil {
+		tc = r.conn.conn
+	}
+	werr := s.copyOut(ctx, w, tc, b, op, offset, size)
 	if err := endOp(r, op, "read", start); err != nil && werr == nil {
 		werr = err
 	}
