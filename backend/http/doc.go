@@ -16,6 +16,8 @@
 // a GET resumes after the bytes already received, and a PUT sends its range
 // again, which needs a source it can rewind (see Backend.WriteFrom).
 //
-// Ticket ids travel in URL paths; they are redacted from every error and
-// message this package makes.
+// Ticket ids travel in URL paths; this package's errors and messages
+// replace the id with "***" where it names the ticket: as a segment of a
+// URL path and in the daemon's "No such ticket ID" text. The same
+// characters elsewhere in a message are left alone.
 package http

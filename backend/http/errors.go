@@ -126,13 +126,21 @@ func isNetError(err error) bool {
 		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNREFUSED)
 }
 
-// redactor hides a ticket id in URLs and messages.
+// redactor hides a ticket id in URLs and messages. The id is a secret
+// only where it names the ticket: as a segment of a URL path
+// (".../images/ID/extents") and in the daemon's "No such ticket ID"
+// message. Elsewhere the same characters may be an ordinary word of a
+// message (an id is any string the engine chose), so they are left alone.
 type redactor struct {
 	secret string // the ticket id; "" when the URL has none
 }
 
 // Redacted replaces the ticket id.
 const Redacted = "***"
+
+// noSuchTicket starts the daemon's message for an unknown ticket, which is
+// followed by the id.
+const noSuchTicket = "No such ticket "
 
 func newRedactor(u *url.URL) redactor {
 	p := strings.TrimRight(u.Path, "/")
@@ -143,16 +151,59 @@ func newRedactor(u *url.URL) redactor {
 	return redactor{secret: p[i+1:]}
 }
 
-// text removes the ticket id from s.
+// text replaces the ticket id in s where it is a path segment (after a
+// '/') or follows "No such ticket ", in its plain and path-escaped forms.
 func (r redactor) text(s string) string {
 	if r.secret == "" {
 		return s
 	}
-	s = strings.ReplaceAll(s, r.secret, Redacted)
+	forms := []string{r.secret}
 	if esc := url.PathEscape(r.secret); esc != r.secret {
-		s = strings.ReplaceAll(s, esc, Redacted)
+		forms = append(forms, esc)
+	}
+	for _, id := range forms {
+		s = replaceAfter(s, "/", id, Redacted)
+		s = replaceAfter(s, noSuchTicket, id, Redacted)
 	}
 	return s
+}
+
+// replaceAfter replaces id with repl wherever it follows prefix and ends
+// at a segment boundary (the end of s, or a byte that cannot be part of a
+// path segment's word: '/', '?', '#', a space, a quote, ...).
+func replaceAfter(s, prefix, id, repl string) string {
+	pat := prefix + id
+	var b strings.Builder
+	for {
+		i := strings.Index(s, pat)
+		if i < 0 {
+			break
+		}
+		end := i + len(pat)
+		if end < len(s) && !isBoundary(s[end]) {
+			b.WriteString(s[:i+1])
+			s = s[i+1:]
+			continue
+		}
+		b.WriteString(s[:i+len(prefix)])
+		b.WriteString(repl)
+		s = s[end:]
+	}
+	if b.Len() == 0 {
+		return s
+	}
+	b.WriteString(s)
+	return b.String()
+}
+
+// isBoundary reports whether c ends a ticket id: anything but a letter, a
+// digit, or one of "-_~%" (which ids and their escaped forms contain).
+func isBoundary(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return false
+	}
+	return !strings.ContainsRune("-_~%", rune(c))
 }
 
 // url returns u as a string without the ticket id, user info and query.
@@ -167,8 +218,14 @@ func (r redactor) url(u *url.URL) string {
 	}
 	// Replace with a placeholder that needs no escaping, then with
 	// Redacted, which url.URL.String would escape.
-	c.Path = strings.ReplaceAll(c.Path, r.secret, "REDACTED")
-	return strings.ReplaceAll(c.String(), "REDACTED", Redacted)
+	// The id is the last segment (see newRedactor); replace that one only.
+	trimmed := strings.TrimRight(c.Path, "/")
+	if strings.HasSuffix(trimmed, "/"+r.secret) {
+		c.Path = trimmed[:len(trimmed)-len(r.secret)] + "REDACTED" + c.Path[len(trimmed):]
+	} else {
+		c.Path = replaceAfter(c.Path, "/", r.secret, "REDACTED")
+	}
+	return strings.ReplaceAll(c.String(), "/REDACTED", "/"+Redacted)
 }
 
 // transportError turns an error from Client.Do or from reading a response
