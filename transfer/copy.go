@@ -1,9 +1,13 @@
 package transfer
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,6 +49,11 @@ type Options struct {
 	// ZeroTarget says the target reads as zeros: zero extents and holes
 	// need no write.
 	ZeroTarget bool
+	// TargetZeros, if set, are extents of the target (its zero
+	// context, as backend.Backend.Extents returns them): zero requests
+	// (for zero extents, and holes unless KeepHoles or SkipHoles) over
+	// ranges the target already reads as zeros are skipped.
+	TargetZeros []backend.Extent
 	// KeepHoles keeps holes on the source as holes on the target: they
 	// are zeroed with punch.
 	KeepHoles bool
@@ -87,6 +96,10 @@ type copier struct {
 	dst, src backend.Backend
 	opts     Options
 
+	// zeros are the ranges the target reads as zeros (from
+	// Options.TargetZeros), sorted and merged.
+	zeros []zeroRange
+
 	copied, zeroed, skipped atomic.Int64
 	requests                atomic.Int64
 
@@ -107,7 +120,7 @@ func Copy(ctx context.Context, dst, src backend.Backend, opts Options) (Stats, e
 	if dst.Size() < size {
 		return stats, fmt.Errorf("copying %d bytes to an image of %d bytes: %w", size, dst.Size(), ErrSizeMismatch)
 	}
-	c := &copier{dst: dst, src: src, opts: opts, total: size}
+	c := &copier{dst: dst, src: src, opts: opts, total: size, zeros: zeroRanges(opts.TargetZeros)}
 
 	extCtx := backend.ContextZero
 	if opts.Dirty {
@@ -207,11 +220,20 @@ func (c *copier) produce(ctx context.Context, extents []backend.Extent, size int
 		kind := c.classify(e)
 		for off := e.Start; off < end; {
 			n := min(end-off, c.opts.MaxRequest)
-			if kind == opSkip {
+			k := kind
+			switch kind {
+			case opSkip:
 				n = end - off
+			case opZero:
+				// Nothing to do where the target reads as zeros.
+				if z, next := c.zeroRun(off); z > 0 {
+					k, n = opSkip, min(z, end-off)
+				} else {
+					n = min(n, next-off)
+				}
 			}
 			select {
-			case jobs <- job{op: kind, off: off, length: n}:
+			case jobs <- job{op: k, off: off, length: n}:
 			case <-ctx.Done():
 				return ctx.Err()
 			}
@@ -284,7 +306,7 @@ func (c *copier) copyRange(ctx context.Context, off, length int64, buf []byte) e
 		return sw.WriteFrom(ctx, r, off, length)
 	}
 	if sr, ok := c.src.(backend.StreamReader); ok {
-		w := newTargetWriter(ctx, c.dst, off, buf[:min(int64(len(buf)), length)], c.progress)
+		w := newTargetWriter(ctx, c.dst, off, buf, c.progress)
 		err := sr.ReadTo(ctx, w, off, length)
 		if err == nil {
 			err = w.flush()
@@ -326,4 +348,40 @@ func (c *copier) setPhase(phase string) {
 	c.progressMu.Lock()
 	defer c.progressMu.Unlock()
 	c.opts.Progress(Progress{Phase: phase})
+}
+
+// zeroRange is [start, end) of the target that reads as zeros.
+type zeroRange struct{ start, end int64 }
+
+// zeroRanges returns the zero extents of ext as sorted, merged ranges.
+func zeroRanges(ext []backend.Extent) []zeroRange {
+	var in []zeroRange
+	for _, e := range ext {
+		if e.Zero && e.Length > 0 {
+			in = append(in, zeroRange{e.Start, e.End()})
+		}
+	}
+	slices.SortFunc(in, func(a, b zeroRange) int { return cmp.Compare(a.start, b.start) })
+	var zs []zeroRange
+	for _, z := range in {
+		if n := len(zs); n > 0 && zs[n-1].end >= z.start {
+			zs[n-1].end = max(zs[n-1].end, z.end)
+			continue
+		}
+		zs = append(zs, z)
+	}
+	return zs
+}
+
+// zeroRun says how many bytes from off the target reads as zeros, and when
+// that is none, where the next such range starts (max int64 if none).
+func (c *copier) zeroRun(off int64) (n, next int64) {
+	i := sort.Search(len(c.zeros), func(i int) bool { return c.zeros[i].end > off })
+	if i == len(c.zeros) {
+		return 0, math.MaxInt64
+	}
+	if z := c.zeros[i]; z.start <= off {
+		return z.end - off, 0
+	}
+	return 0, c.zeros[i].start
 }

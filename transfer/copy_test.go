@@ -395,3 +395,47 @@ func BenchmarkCopy(b *testing.B) {
 		}
 	}
 }
+
+// TestCopyTargetZeros checks that zero requests are sent only where the
+// target does not read as zeros already.
+func TestCopyTargetZeros(t *testing.T) {
+	ctx := context.Background()
+	src, want := mixed.build(t, mem.DefaultCaps())
+	dst := mem.New(mixed.size)
+	old := bytes.Repeat([]byte{0xff}, 3<<20+512<<10)
+	if err := dst.WriteAt(ctx, old, 0); err != nil {
+		t.Fatal(err)
+	}
+	ext, err := dst.Extents(ctx, backend.ContextZero)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stats, err := Copy(ctx, dst, src, Options{TargetZeros: ext, MaxRequest: 256 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(dst.Bytes(), want) {
+		t.Fatal("target differs from source")
+	}
+	// Zeroed: the hole after the first data run (from 128 KiB: mem keeps
+	// 64 KiB chunks) and the first half of the zero run, where the old
+	// data was; the rest already read as zeros.
+	wantZeroed := int64(1<<20-128<<10) + 512<<10
+	if stats.Zeroed != wantZeroed {
+		t.Errorf("zeroed %d bytes, want %d (stats %+v)", stats.Zeroed, wantZeroed, stats)
+	}
+}
+
+func TestZeroRanges(t *testing.T) {
+	ext := []backend.Extent{
+		{Start: 8, Length: 4, Zero: true},
+		{Start: 0, Length: 4, Zero: true},
+		{Start: 4, Length: 4},
+		{Start: 12, Length: 4, Zero: true, Hole: true},
+	}
+	got := zeroRanges(ext)
+	want := []zeroRange{{0, 4}, {8, 16}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("zeroRanges = %v, want %v", got, want)
+	}
+}

@@ -66,7 +66,9 @@ type UploadOptions struct {
 	Workers, BufferSize int
 	Progress            func(Progress)
 	// DiskIsZero says the target disk reads as zeros, so zero extents
-	// are not sent.
+	// are not sent. Without it, Upload still skips the zero extents
+	// that fall where the daemon's extents of the disk say it reads as
+	// zeros (most of a new disk).
 	DiskIsZero bool
 	// Verify compares the block checksums of both ends after the copy.
 	Verify bool
@@ -108,6 +110,8 @@ func Upload(ctx context.Context, o UploadOptions) (res Result, err error) {
 		Progress:   o.Progress,
 		Phase:      PhaseUploading,
 		ZeroTarget: o.DiskIsZero,
+		// Zeros need not be sent where the disk reads as zeros already.
+		TargetZeros: targetZeros(ctx, remote),
 	})
 	if err != nil {
 		return res, fmt.Errorf("uploading %q: %w", o.Path, err)
@@ -217,6 +221,16 @@ func openRemote(ctx context.Context, url string, opts httpbackend.Options, buffe
 		opts.BufferSize = min(bufferSize, MaxBufferSize)
 	}
 	return httpbackend.Open(ctx, url, opts)
+}
+
+// targetZeros returns the extents of the remote image read when it was
+// opened, or nil when the daemon has none.
+func targetZeros(ctx context.Context, remote backend.Backend) []backend.Extent {
+	ext, err := remote.Extents(ctx, backend.ContextZero)
+	if err != nil {
+		return nil
+	}
+	return ext
 }
 
 func capWorkers(workers, limit int) int {

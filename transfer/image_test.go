@@ -610,3 +610,41 @@ func TestIncrementalDownload(t *testing.T) {
 	srv.Stop()
 	compare(t, incr, "qcow2", disk, "qcow2")
 }
+
+// TestUploadZeroTarget checks that zero extents are not sent to a disk
+// that the daemon says reads as zeros, and are sent to one with old data.
+func TestUploadZeroTarget(t *testing.T) {
+	testutil.Need(t, "qemu-img", "qemu-nbd", "qemu-io")
+	s := startDaemon(t, false)
+	const size = 12 << 20
+	img := filepath.Join(t.TempDir(), "image.qcow2")
+	testutil.MakeImage(t, img, "qcow2", size, sampleRuns, 3)
+	tests := []struct {
+		name    string
+		oldData bool
+	}{
+		{name: "new disk"},
+		{name: "disk with old data", oldData: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			url, disk := s.addDisk(t, size)
+			if tc.oldData {
+				if err := os.WriteFile(disk, []byte(strings.Repeat("x", size)), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				// The daemon's backend opens the disk at the first request
+				// after the ticket was added, so it sees the new data.
+			}
+			res, err := Upload(context.Background(), UploadOptions{Path: img, URL: url,
+				HTTP: httpbackend.Options{CAFile: s.tls.CAFile}, Verify: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			compare(t, img, "qcow2", disk, "raw")
+			if gotZeroed := res.Stats.Zeroed > 0; gotZeroed != tc.oldData {
+				t.Errorf("stats %+v: zeroed = %v, want %v", res.Stats, gotZeroed, tc.oldData)
+			}
+		})
+	}
+}
