@@ -7,12 +7,15 @@
 // extents are copied, zero extents zeroed (or skipped when the target
 // already reads as zeros), holes kept as holes where asked. When the target
 // is a backend.StreamWriter (the HTTP backend), each data request is one
-// streamed PUT whose body is read from the source in BufferSize pieces;
-// when the source is a backend.StreamReader, each is one GET written to the
-// target in BufferSize pieces; otherwise ReadAt/WriteAt in BufferSize
-// chunks. The stream adapters split the buffer in halves, reading ahead
-// (uploads) or writing behind (downloads) while the other half is on the
-// network. Each worker has one buffer for the whole copy, mapped outside
+// streamed PUT whose body is read from the source in pieces of the
+// worker's buffer; when the source is a backend.StreamReader, each is one
+// GET written to the target in such pieces; otherwise ReadAt/WriteAt in BufferSize
+// chunks. The stream adapters split the buffer into a ring of pieces (4 x
+// 1 MiB by default), reading ahead (uploads) or writing behind (downloads)
+// in every piece that is not on the network, so several requests are
+// queued at the local NBD server per worker. Zero requests are skipped
+// where Options.TargetZeros says the target reads as zeros already. Each
+// worker has one buffer for the whole copy, mapped outside
 // the Go heap on Linux so that it does not raise the garbage collector's
 // target. The first error cancels the other workers. One flush ends the
 // copy.
