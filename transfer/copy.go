@@ -209,8 +209,22 @@ func (c *copier) classify(e backend.Extent) op {
 	return opZero
 }
 
+// minTailRequest is the smallest data request the tail split makes.
+const minTailRequest = 8 << 20
+
 // produce sends the jobs for extents, split to MaxRequest, clipped to size.
+//
+// Data requests near the end are made smaller (guided scheduling): a
+// request is at most 1/(2*workers) of the data left to copy, but not less
+// than minTailRequest. Otherwise one large extent split into 128 MiB
+// requests leaves the other workers idle while the last requests run.
 func (c *copier) produce(ctx context.Context, extents []backend.Extent, size int64, jobs chan<- job) error {
+	var left int64 // data bytes not yet given to a worker
+	for _, e := range extents {
+		if c.classify(e) == opCopy {
+			left += max(0, min(e.End(), size)-max(e.Start, 0))
+		}
+	}
 	var pos int64
 	for _, e := range extents {
 		if e.Start != pos {
@@ -224,6 +238,9 @@ func (c *copier) produce(ctx context.Context, extents []backend.Extent, size int
 			switch kind {
 			case opSkip:
 				n = end - off
+			case opCopy:
+				n = min(n, max(left/int64(2*c.opts.Workers), minTailRequest))
+				left -= n
 			case opZero:
 				// Nothing to do where the target reads as zeros.
 				if z, next := c.zeroRun(off); z > 0 {

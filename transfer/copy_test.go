@@ -439,3 +439,39 @@ func TestZeroRanges(t *testing.T) {
 		t.Errorf("zeroRanges = %v, want %v", got, want)
 	}
 }
+
+// TestProduceTailSplit checks the request sizes of one large data extent:
+// at most MaxRequest, smaller towards the end, never below the floor
+// (except the very last piece), covering the extent exactly.
+func TestProduceTailSplit(t *testing.T) {
+	const size = 1 << 30
+	c := &copier{opts: Options{Workers: 4, MaxRequest: DefaultMaxRequest}}
+	jobs := make(chan job, 1000)
+	if err := c.produce(context.Background(), []backend.Extent{{Start: 0, Length: size}}, size, jobs); err != nil {
+		t.Fatal(err)
+	}
+	close(jobs)
+	var sizes []int64
+	var pos int64
+	for j := range jobs {
+		if j.op != opCopy || j.off != pos {
+			t.Fatalf("job %+v, want a copy at %d", j, pos)
+		}
+		sizes = append(sizes, j.length)
+		pos += j.length
+	}
+	if pos != size {
+		t.Fatalf("jobs cover %d bytes, want %d", pos, size)
+	}
+	for i, n := range sizes {
+		if n > DefaultMaxRequest || (n < minTailRequest && i != len(sizes)-1) {
+			t.Errorf("request %d is %d bytes (sizes %v)", i, n, sizes)
+		}
+		if i > 0 && n > sizes[i-1] {
+			t.Errorf("request %d (%d bytes) is larger than the one before (sizes %v)", i, n, sizes)
+		}
+	}
+	if last := sizes[len(sizes)-1]; last > minTailRequest {
+		t.Errorf("last request is %d bytes, want at most %d (sizes %v)", last, minTailRequest, sizes)
+	}
+}
