@@ -184,139 +184,15 @@ func newTransport(tlsConf *tls.Config, opts Options, dial func(ctx context.Conte
 		return bulkConn{c}, nil
 	}
 	return &nethttp.Transport{
-		DialContext: bulkDial,
-		// HTTPS connections are made here rather than by net/http, so
-		// that request bodies are encrypted in large pieces whose
-		// records leave in one write (see tlsConn).
-		DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := dial(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			return dialTLS(ctx, c, tlsConf, addr)
-		},
+		DialContext:         bulkDial,
+		TLSClientConfig:     tlsConf,
+		TLSHandshakeTimeout: 20 * time.Second,
 		DisableCompression:  true,
 		MaxIdleConnsPerHost: opts.MaxConns,
 		IdleConnTimeout:     0,
 		WriteBufferSize:     256 << 10,
 		ReadBufferSize:      256 << 10,
 	}
-}
-
-// tlsHandshakeTimeout bounds the TLS handshake of a new connection.
-const tlsHandshakeTimeout = 20 * time.Second
-
-// dialTLS makes the client side of TLS over c (to addr, host:port) and
-// does the handshake; c is closed on failure.
-func dialTLS(ctx context.Context, c net.Conn, conf *tls.Config, addr string) (net.Conn, error) {
-	conf = conf.Clone()
-	if conf.ServerName == "" {
-		host, _, err := net.SplitHostPort(addr)
-		if err != nil {
-			host = addr
-		}
-		conf.ServerName = host
-	}
-	raw := &corkConn{Conn: c}
-	tc := tls.Client(raw, conf)
-	hctx, cancel := context.WithTimeout(ctx, tlsHandshakeTimeout)
-	defer cancel()
-	if err := tc.HandshakeContext(hctx); err != nil {
-		c.Close()
-		return nil, err
-	}
-	return &tlsConn{Conn: tc, raw: raw}, nil
-}
-
-// corkConn is the connection under TLS. While corked, the records that
-// TLS writes collect in buf; uncork sends them in one write.
-type corkConn struct {
-	net.Conn
-
-	// mu guards the fields that follow; it is held while writing to Conn.
-	mu   sync.Mutex
-	cork bool
-	buf  []byte // from corkBufs while corked
-}
-
-var corkBufs = sync.Pool{New: func() any {
-	b := make([]byte, 0, tlsChunk+tlsChunk/16+4096)
-	return &b
-}}
-
-func (c *corkConn) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.cork {
-		return c.Conn.Write(p)
-	}
-	c.buf = append(c.buf, p...)
-	return len(p), nil
-}
-
-func (c *corkConn) corked() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.cork = true
-	if c.buf == nil {
-		bp := corkBufs.Get().(*[]byte)
-		c.buf = (*bp)[:0]
-	}
-}
-
-// uncork writes what collected and gives the buffer back.
-func (c *corkConn) uncork() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.cork = false
-	if c.buf == nil {
-		return nil
-	}
-	var err error
-	if len(c.buf) > 0 {
-		_, err = c.Conn.Write(c.buf)
-	}
-	b := c.buf[:0]
-	c.buf = nil
-	corkBufs.Put(&b)
-	return err
-}
-
-// tlsChunk is how much plaintext tlsConn encrypts before one write: 16
-// records of 16 KiB.
-const tlsChunk = 256 << 10
-
-// tlsConn is a client TLS connection that writes each chunk of up to
-// tlsChunk bytes as one write of all its records (crypto/tls writes each
-// 16 KiB record on its own, one system call each), and copies request
-// bodies in such chunks (net/http's io.Copy would hand it 32 KiB).
-type tlsConn struct {
-	*tls.Conn
-	raw *corkConn
-}
-
-func (c *tlsConn) Write(p []byte) (int, error) {
-	written := 0
-	for len(p) > 0 {
-		n := min(len(p), tlsChunk)
-		c.raw.corked()
-		m, err := c.Conn.Write(p[:n])
-		if uerr := c.raw.uncork(); err == nil {
-			err = uerr
-		}
-		written += m
-		if err != nil {
-			return written, err
-		}
-		p = p[n:]
-	}
-	return written, nil
-}
-
-func (c *tlsConn) ReadFrom(r io.Reader) (int64, error) {
-	bp := bulkBufs.Get().(*[]byte)
-	defer bulkBufs.Put(bp)
-	return io.CopyBuffer(struct{ io.Writer }{c}, r, *bp)
 }
 
 // bulkConn makes net/http write plain-HTTP request bodies in large
