@@ -11,12 +11,10 @@ import (
 	"github.com/imageio/imageio/ticket"
 )
 
-// pipelineDepth is how many data buffers one GET or PUT uses: while one
-// chunk goes between the client and the daemon, up to pipelineDepth-1
-// others are read from or written to the backend. Memory for data is
-// connections x pipelineDepth x buffer size; 3 measured no faster than 2
-// and took 8 MiB more with 4 connections (see docs/daemon.md).
-const pipelineDepth = 2
+// DefaultPipelineDepth is Config.PipelineDepth when it is not set. Memory
+// for data is connections x depth x buffer size; see docs/daemon.md for
+// what depth costs and buys.
+const DefaultPipelineDepth = 2
 
 // corkSize is the size of the buffer that collects the TLS records of a
 // chunk of a response before they are written to the socket.
@@ -35,7 +33,7 @@ func (s *Service) copyOut(ctx context.Context, w io.Writer, tc *timeoutConn, b *
 		return nil
 	}
 	step := int64(b.bufferSize)
-	depth := int(min((size+step-1)/step, pipelineDepth))
+	depth := int(min((size+step-1)/step, int64(s.cfg.PipelineDepth)))
 	rctx, cancel := context.WithCancel(ctx)
 	slots := make([]readSlot, depth)
 	for i := range slots {
@@ -126,7 +124,7 @@ type writeResult struct {
 }
 
 // copyIn writes the request body to [offset, offset+size) of b. While the
-// next chunk is read from the body, up to pipelineDepth-1 earlier chunks
+// next chunk is read from the body, up to PipelineDepth-1 earlier chunks
 // are written to the backend. A short body writes what arrived and
 // nothing past it. After a failed write no more of the body is read, and
 // the writes in flight finish. The operation counts only bytes written in an unbroken
@@ -147,7 +145,7 @@ func (s *Service) copyIn(ctx context.Context, r *request, b *connBackend, op *ti
 		return nil
 	}
 	step := int64(b.bufferSize)
-	depth := int(min((size+step-1)/step, pipelineDepth))
+	depth := int(min((size+step-1)/step, int64(s.cfg.PipelineDepth)))
 	results := make(chan writeResult, depth)
 	free := make([]*[]byte, 0, depth)
 	owned, inflight := 0, 0

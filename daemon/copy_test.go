@@ -23,7 +23,7 @@ import (
 
 // startNBDKit runs nbdkit with args (filters, plugin, parameters) on a
 // Unix socket and returns its URL; it is stopped when the test ends.
-func startNBDKit(t *testing.T, args ...string) string {
+func startNBDKit(t testing.TB, args ...string) string {
 	t.Helper()
 	testutil.Need(t, "nbdkit")
 	dir, err := os.MkdirTemp("", "nbdkit")
@@ -279,5 +279,27 @@ func TestCork(t *testing.T) {
 	a.Close()
 	if data := <-got; !bytes.Equal(data, want) {
 		t.Errorf("socket got %d bytes, equal %v; want %d bytes", len(data), bytes.Equal(data, want), len(want))
+	}
+}
+
+// TestCopyDepths writes and reads back an image whose size is not a
+// multiple of the buffer, serially and pipelined, over TLS and plain HTTP.
+func TestCopyDepths(t *testing.T) {
+	for _, depth := range []int{1, 2, 3} {
+		for _, plain := range []bool{false, true} {
+			t.Run(fmt.Sprintf("depth=%d/plain=%v", depth, plain), func(t *testing.T) {
+				e := newEnv(t, envOptions{bufferSize: 64 << 10, depth: depth, plain: plain})
+				e.addImage("rw-ticket-000001", mem.New(1<<20),
+					`{"uuid": "ID", "size": 1048576, "url": "URL", "ops": ["read", "write"], "timeout": 300, "transfer_id": "tr-ID"}`)
+				want := pattern(1<<20-1000, byte(depth))
+				if r := e.do("PUT", "/images/rw-ticket-000001", bytes.NewReader(want)); r.code != http.StatusOK {
+					t.Fatalf("PUT = %s", r)
+				}
+				r := e.do("GET", "/images/rw-ticket-000001", nil, fmt.Sprintf("Range: bytes=0-%d", len(want)-1))
+				if r.code != http.StatusPartialContent || !bytes.Equal(r.body, want) {
+					t.Errorf("GET = %d, %d bytes, equal %v; want 206 and the data written", r.code, len(r.body), bytes.Equal(r.body, want))
+				}
+			})
+		}
 	}
 }

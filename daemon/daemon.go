@@ -29,6 +29,9 @@ type Options struct {
 	Schemes map[string]Scheme
 	// ShutdownTimeout bounds the graceful stop (DefaultShutdownTimeout).
 	ShutdownTimeout time.Duration
+	// PipelineDepth is the data buffers per GET or PUT
+	// (DefaultPipelineDepth); 1 copies serially.
+	PipelineDepth int
 }
 
 // Daemon is imageiod: the remote, local and control services sharing one
@@ -96,6 +99,7 @@ func Listen(cfg config.Config, opts Options) (_ *Daemon, err error) {
 		MaxConnections:  cfg.Daemon.MaxConnections,
 		UnixSocket:      d.localSocket,
 		ShutdownTimeout: opts.ShutdownTimeout,
+		PipelineDepth:   opts.PipelineDepth,
 		Logger:          log,
 	}
 	local := svc

@@ -40,6 +40,13 @@ type daemonEnv struct {
 // control socket in a temp dir; edit adjusts the configuration.
 func startDaemon(t testing.TB, edit func(*config.Config)) *daemonEnv {
 	t.Helper()
+	return startDaemonOptions(t, edit, Options{})
+}
+
+// startDaemonOptions is startDaemon with opts; the logger and shutdown
+// timeout are the test's.
+func startDaemonOptions(t testing.TB, edit func(*config.Config), opts Options) *daemonEnv {
+	t.Helper()
 	dir := t.TempDir()
 	files := testutil.NewTLS(t, dir)
 	cfg := config.Default()
@@ -52,7 +59,8 @@ func startDaemon(t testing.TB, edit func(*config.Config)) *daemonEnv {
 		edit(&cfg)
 	}
 	e := &daemonEnv{tls: files, logs: &syncBuffer{}, done: make(chan error, 1)}
-	d, err := Listen(cfg, Options{Logger: slog.New(slog.NewTextHandler(e.logs, nil)), ShutdownTimeout: 5 * time.Second})
+	opts.Logger, opts.ShutdownTimeout = slog.New(slog.NewTextHandler(e.logs, nil)), 5*time.Second
+	d, err := Listen(cfg, opts)
 	if err != nil {
 		t.Fatalf("Listen: %v", err)
 	}

@@ -92,6 +92,7 @@ type envOptions struct {
 	bufferSize     int
 	unixSocket     string
 	plain          bool // no TLS
+	depth          int  // Config.PipelineDepth
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -120,6 +121,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		MaxConnections: o.maxConns,
 		UnixSocket:     o.unixSocket,
 		PreAuthTimeout: o.preAuthTimeout,
+		PipelineDepth:  o.depth,
 		Logger:         slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -69,6 +69,11 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// Logger receives connection and request logs; nil discards.
 	Logger *slog.Logger
+	// PipelineDepth is how many data buffers one GET or PUT uses
+	// (DefaultPipelineDepth): while one chunk moves between the client
+	// and the daemon, up to PipelineDepth-1 others are read from or
+	// written to the backend. 1 copies serially.
+	PipelineDepth int
 }
 
 // Service is one images service: remote (with /info/) or local.
@@ -100,6 +105,9 @@ func newService(cfg Config, name string, info bool) *Service {
 	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if cfg.PipelineDepth <= 0 {
+		cfg.PipelineDepth = DefaultPipelineDepth
 	}
 	l := cfg.Logger
 	if l == nil {
