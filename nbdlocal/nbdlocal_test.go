@@ -620,3 +620,58 @@ func TestStartTimeout(t *testing.T) {
 	}
 	checkNoDirs(t)
 }
+
+// TestCallerPanics checks that a caller that stops its server in a deferred
+// call leaves no qemu-nbd and no temporary directory behind when it panics:
+// the deferred Stop runs while the panic unwinds. The test runs itself as a
+// child that starts a server and panics.
+func TestCallerPanics(t *testing.T) {
+	if path := os.Getenv("NBDLOCAL_TEST_PANIC"); path != "" {
+		s, err := Start(context.Background(), Config{Path: path, ReadOnly: true})
+		if err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
+		defer s.Stop()
+		fmt.Printf("pid %d\n", s.cmd.Process.Pid)
+		panic("caller fails while the server runs")
+	}
+	samples := makeSamples(t)
+	tmp, err := os.MkdirTemp("", "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(tmp) })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	child := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestCallerPanics$")
+	child.Env = append(os.Environ(), "NBDLOCAL_TEST_PANIC="+samples["raw"].cfg.Path, "TMPDIR="+tmp)
+	out, err := child.Output()
+	if err == nil {
+		t.Fatalf("child exited 0 after a panic; output %q", out)
+	}
+	var pid int
+	if _, err := fmt.Sscanf(string(out), "pid %d\n", &pid); err != nil {
+		t.Fatalf("reading the child's output %q: %v", out, err)
+	}
+	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+		if stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); !bytes.Contains(stat, []byte(") Z ")) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Errorf("qemu-nbd %d still running after its caller panicked", pid)
+		}
+	}
+	// The child's testutil.Main made its own TMPDIR inside tmp and, having
+	// panicked, never removed it; the server's directory would be in there.
+	err = filepath.WalkDir(tmp, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if rel, _ := filepath.Rel(tmp, path); rel != "." && !(d.IsDir() && strings.HasPrefix(rel, "imageio-test-") && !strings.Contains(rel, "/")) {
+			t.Errorf("left behind after the panic: %s", rel)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
