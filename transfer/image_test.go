@@ -3,11 +3,9 @@ package transfer
 import (
 	"archive/tar"
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,15 +13,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	httpbackend "github.com/imageio/imageio/backend/http"
-	"github.com/imageio/imageio/config"
-	"github.com/imageio/imageio/daemon"
+	"github.com/imageio/imageio/daemon/daemontest"
 	"github.com/imageio/imageio/internal/testutil"
 	"github.com/imageio/imageio/nbdlocal"
 	"github.com/imageio/imageio/qemuimg"
-	"github.com/imageio/imageio/ticket"
 )
 
 func TestMain(m *testing.M) { testutil.Main(m) }
@@ -31,32 +26,14 @@ func TestMain(m *testing.M) { testutil.Main(m) }
 // imageiod is a real daemon running in the test process, over HTTPS, with
 // its local Unix socket service when asked.
 type imageiod struct {
-	d   *daemon.Daemon
+	d   *daemontest.Daemon
 	tls testutil.TLSFiles
 }
 
 func startDaemon(t testing.TB, local bool) *imageiod {
 	t.Helper()
-	files := testutil.NewTLS(t, t.TempDir())
-	cfg := config.Default()
-	cfg.TLS = config.TLS{Enable: true, CertFile: files.CertFile, KeyFile: files.KeyFile}
-	cfg.Remote = config.Remote{Host: "127.0.0.1", Port: 0}
-	cfg.Local = config.Local{Enable: local}
-	cfg.Control.Enable = false
-	d, err := daemon.Listen(cfg, daemon.Options{ShutdownTimeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("daemon: %v", err)
-		}
-	})
-	return &imageiod{d: d, tls: files}
+	d := daemontest.Start(t, daemontest.Options{Local: local})
+	return &imageiod{d: d, tls: d.TLS}
 }
 
 // addDisk makes a new raw image of size bytes (the disk on the daemon's
@@ -91,20 +68,8 @@ func (s *imageiod) addNBD(t testing.TB, path, format string) string {
 }
 
 func (s *imageiod) addTicket(t testing.TB, url string, size int64) string {
-	return s.addTicketDirty(t, url, size, false)
-}
-
-func (s *imageiod) addTicketDirty(t testing.TB, url string, size int64, dirty bool) string {
 	t.Helper()
-	id := rand.Text()
-	doc := fmt.Sprintf(`{"uuid": %q, "size": %d, "url": %q, "ops": ["read", "write"], "timeout": 300, "sparse": true, "dirty": %v}`,
-		id, size, url, dirty)
-	tk, err := ticket.Parse([]byte(doc), ticket.ParseOptions{InactivityTimeout: 60})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.d.Tickets.Add(tk)
-	return fmt.Sprintf("https://%s/images/%s", s.d.RemoteAddr(), id)
+	return s.d.AddTicket(t, url, size)
 }
 
 func compare(t *testing.T, a, fa, b, fb string) {
@@ -349,91 +314,6 @@ func makeSparseQcow2(t *testing.T, path string, size int64, runs []testutil.Run)
 	}
 }
 
-// relay is a loopback TCP relay in front of the daemon that cuts every
-// connection after limit bytes.
-type relay struct {
-	ln    net.Listener
-	cuts  atomic.Int64
-	limit int64
-	wg    sync.WaitGroup
-}
-
-func startRelay(t *testing.T, target string, limit int64) *relay {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &relay{ln: ln, limit: limit}
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			r.wg.Add(1)
-			go func() {
-				defer r.wg.Done()
-				r.serve(c, target)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		r.wg.Wait()
-	})
-	return r
-}
-
-func (r *relay) serve(c net.Conn, target string) {
-	defer c.Close()
-	u, err := net.Dial("tcp", target)
-	if err != nil {
-		return
-	}
-	defer u.Close()
-	var moved atomic.Int64
-	cut := make(chan struct{})
-	var once sync.Once
-	pipe := func(dst, src net.Conn) {
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := src.Read(buf)
-			if n > 0 {
-				if moved.Add(int64(n)) > r.limit {
-					once.Do(func() { r.cuts.Add(1); close(cut) })
-					return
-				}
-				if _, werr := dst.Write(buf[:n]); werr != nil {
-					return
-				}
-			}
-			if err != nil {
-				return
-			}
-		}
-	}
-	done := make(chan struct{}, 2)
-	go func() { pipe(u, c); done <- struct{}{} }()
-	go func() { pipe(c, u); done <- struct{}{} }()
-	left := 2
-	select {
-	case <-done:
-		left--
-	case <-cut:
-	}
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetLinger(0)
-	}
-	c.Close()
-	u.Close()
-	for ; left > 0; left-- {
-		<-done
-	}
-}
-
 func TestDroppedConnections(t *testing.T) {
 	testutil.Need(t, "qemu-img", "qemu-nbd", "qemu-io")
 	s := startDaemon(t, false)
@@ -448,8 +328,8 @@ func TestDroppedConnections(t *testing.T) {
 	}
 	testutil.MakeImage(t, img, "raw", size, runs, 4)
 	url, disk := s.addDisk(t, size)
-	r := startRelay(t, s.d.RemoteAddr().String(), 15<<20)
-	relayed := strings.Replace(url, s.d.RemoteAddr().String(), r.ln.Addr().String(), 1)
+	r := testutil.StartRelay(t, s.d.RemoteAddr().String(), 15<<20)
+	relayed := strings.Replace(url, s.d.RemoteAddr().String(), r.Addr(), 1)
 	var notes atomic.Int64
 	opts := httpbackend.Options{CAFile: s.tls.CAFile, Retries: 10, Notify: func(string) { notes.Add(1) }}
 	ctx := context.Background()
@@ -462,8 +342,8 @@ func TestDroppedConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	compare(t, out, "raw", img, "raw")
-	if r.cuts.Load() == 0 || notes.Load() == 0 {
-		t.Errorf("relay cut %d connections, %d retry messages; want some of both", r.cuts.Load(), notes.Load())
+	if r.Cuts() == 0 || notes.Load() == 0 {
+		t.Errorf("relay cut %d connections, %d retry messages; want some of both", r.Cuts(), notes.Load())
 	}
 }
 
@@ -597,7 +477,7 @@ func TestIncrementalDownload(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Stop()
-	url := s.addTicketDirty(t, srv.URL(), size, true)
+	url := s.d.AddDirtyTicket(t, srv.URL(), size)
 	incr := filepath.Join(dir, "incr.qcow2")
 	res, err := Download(ctx, DownloadOptions{URL: url, HTTP: opts, Path: incr, Incremental: true,
 		BackingFile: full, BackingFormat: "qcow2"})

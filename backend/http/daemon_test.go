@@ -9,28 +9,25 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/imageio/imageio/backend"
 	"github.com/imageio/imageio/backend/backendtest"
 	httpbackend "github.com/imageio/imageio/backend/http"
 	"github.com/imageio/imageio/backend/mem"
-	"github.com/imageio/imageio/config"
 	"github.com/imageio/imageio/daemon"
+	"github.com/imageio/imageio/daemon/daemontest"
 	"github.com/imageio/imageio/internal/testutil"
 	"github.com/imageio/imageio/ticket"
 )
 
 // imageiod is a real daemon running in the test process.
 type imageiod struct {
-	d   *daemon.Daemon
+	d   *daemontest.Daemon
 	tls testutil.TLSFiles
-	dir string
 
 	// mu guards the field that follows.
 	mu   sync.Mutex
@@ -74,31 +71,10 @@ func (s *imageiod) addMem(t *testing.T, size int64) string {
 // service on a random abstract socket when local is set.
 func startDaemon(t *testing.T, local bool) *imageiod {
 	t.Helper()
-	dir := t.TempDir()
-	files := testutil.NewTLS(t, dir)
-	cfg := config.Default()
-	cfg.TLS = config.TLS{Enable: true, CertFile: files.CertFile, KeyFile: files.KeyFile}
-	cfg.Remote = config.Remote{Host: "127.0.0.1", Port: 0}
-	cfg.Local = config.Local{Enable: local}
-	cfg.Control.Enable = false
-	cfg.BackendHTTP.CAFile = files.CAFile
-	s := &imageiod{tls: files, dir: dir, mems: make(map[string]*mem.Backend)}
-	schemes := daemon.DefaultSchemes(cfg)
-	schemes["mem"] = s.memScheme()
-	d, err := daemon.Listen(cfg, daemon.Options{ShutdownTimeout: time.Second, Schemes: schemes})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.d = d
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("daemon: %v", err)
-		}
-	})
+	s := &imageiod{mems: make(map[string]*mem.Backend)}
+	s.d = daemontest.Start(t, daemontest.Options{Local: local,
+		Schemes: map[string]daemon.Scheme{"mem": s.memScheme()}})
+	s.tls = s.d.TLS
 	return s
 }
 
@@ -118,15 +94,7 @@ func (s *imageiod) addImage(t *testing.T, size int64, data []byte) (string, stri
 
 func (s *imageiod) addTicket(t *testing.T, url string, size int64) string {
 	t.Helper()
-	id := rand.Text()
-	doc := fmt.Sprintf(`{"uuid": %q, "size": %d, "url": %q, "ops": ["read", "write"], "timeout": 300, "sparse": true}`, id, size, url)
-	tk, err := ticket.Parse([]byte(doc), ticket.ParseOptions{InactivityTimeout: 60,
-		Schemes: append(slices.Clone(ticket.DefaultSchemes), "mem")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.d.Tickets.Add(tk)
-	return fmt.Sprintf("https://%s/images/%s", s.d.RemoteAddr(), id)
+	return s.d.AddTicket(t, url, size)
 }
 
 func openURL(t *testing.T, url string, opts httpbackend.Options) *httpbackend.Backend {
@@ -263,111 +231,8 @@ func TestDaemonProxyChain(t *testing.T) {
 
 func startDaemonWithHTTPCA(t *testing.T, ca string) *imageiod {
 	t.Helper()
-	dir := t.TempDir()
-	files := testutil.NewTLS(t, dir)
-	cfg := config.Default()
-	cfg.TLS = config.TLS{Enable: true, CertFile: files.CertFile, KeyFile: files.KeyFile}
-	cfg.Remote = config.Remote{Host: "127.0.0.1", Port: 0}
-	cfg.Local.Enable = false
-	cfg.Control.Enable = false
-	cfg.BackendHTTP.CAFile = ca
-	d, err := daemon.Listen(cfg, daemon.Options{ShutdownTimeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	return &imageiod{d: d, tls: files, dir: dir}
-}
-
-// relay is a loopback TCP relay in front of a daemon that cuts every
-// connection after limit bytes in either direction.
-type relay struct {
-	ln    net.Listener
-	cuts  atomic.Int64
-	limit int64
-	wg    sync.WaitGroup
-}
-
-func startRelay(t *testing.T, target string, limit int64) *relay {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &relay{ln: ln, limit: limit}
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			r.wg.Add(1)
-			go func() {
-				defer r.wg.Done()
-				r.serve(c, target)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		r.wg.Wait()
-	})
-	return r
-}
-
-func (r *relay) serve(c net.Conn, target string) {
-	defer c.Close()
-	u, err := net.Dial("tcp", target)
-	if err != nil {
-		return
-	}
-	defer u.Close()
-	var moved atomic.Int64
-	cut := make(chan struct{})
-	var once sync.Once
-	pipe := func(dst, src net.Conn) {
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := src.Read(buf)
-			if n > 0 {
-				if moved.Add(int64(n)) > r.limit {
-					once.Do(func() { r.cuts.Add(1); close(cut) })
-					return
-				}
-				if _, werr := dst.Write(buf[:n]); werr != nil {
-					return
-				}
-			}
-			if err != nil {
-				return
-			}
-		}
-	}
-	done := make(chan struct{}, 2)
-	go func() { pipe(u, c); done <- struct{}{} }()
-	go func() { pipe(c, u); done <- struct{}{} }()
-	left := 2
-	select {
-	case <-done:
-		left--
-	case <-cut:
-	}
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetLinger(0)
-	}
-	c.Close()
-	u.Close()
-	for ; left > 0; left-- {
-		<-done
-	}
+	d := daemontest.Start(t, daemontest.Options{HTTPCAFile: ca})
+	return &imageiod{d: d, tls: d.TLS}
 }
 
 func TestDaemonRetryThroughCuttingRelay(t *testing.T) {
@@ -376,8 +241,8 @@ func TestDaemonRetryThroughCuttingRelay(t *testing.T) {
 	want := make([]byte, size)
 	rand.Read(want)
 	url, path := s.addImage(t, size, nil)
-	r := startRelay(t, s.d.RemoteAddr().String(), 5<<20)
-	relayed := strings.Replace(url, s.d.RemoteAddr().String(), r.ln.Addr().String(), 1)
+	r := testutil.StartRelay(t, s.d.RemoteAddr().String(), 5<<20)
+	relayed := strings.Replace(url, s.d.RemoteAddr().String(), r.Addr(), 1)
 	var notes atomic.Int64
 	b := openURL(t, relayed, httpbackend.Options{CAFile: s.tls.CAFile, Retries: 8,
 		Notify: func(string) { notes.Add(1) }})
@@ -407,7 +272,7 @@ func TestDaemonRetryThroughCuttingRelay(t *testing.T) {
 	if !bytes.Equal(back.Bytes(), want) {
 		t.Fatal("downloaded data differs")
 	}
-	if r.cuts.Load() == 0 || notes.Load() == 0 {
-		t.Errorf("relay cut %d connections, %d retry messages: want some of both", r.cuts.Load(), notes.Load())
+	if r.Cuts() == 0 || notes.Load() == 0 {
+		t.Errorf("relay cut %d connections, %d retry messages: want some of both", r.Cuts(), notes.Load())
 	}
 }
