@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+
+	"github.com/imageio/imageio/internal/testutil"
 )
 
 // BenchmarkCopy copies a qcow2 image of IMAGEIO_BENCH_SIZE (e.g. "4G")
@@ -257,7 +259,7 @@ func buildBenchImage(b *testing.B, path string, size int64) string {
 // serve starts qemu-nbd for a qcow2 image and returns its address and a
 // function that stops it (also called at cleanup).
 func serve(b *testing.B, image string, extra ...string) (Address, func()) {
-	sock := filepath.Join(socketDir(b), "sock")
+	sock := testutil.SocketPath(b)
 	args := append([]string{"--persistent", "--shared=8", "--socket=" + sock, "--format=qcow2"}, extra...)
 	args = append(args, image)
 	cmd := exec.Command("qemu-nbd", args...)

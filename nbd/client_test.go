@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+
+	"github.com/imageio/imageio/internal/testutil"
 )
 
 func TestDialQemuNBD(t *testing.T) {
@@ -166,7 +168,7 @@ func TestTCP(t *testing.T) {
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
 	hostport := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	startServerOn(t, "tcp", hostport, "qemu-nbd", "--persistent", "--bind=127.0.0.1",
+	testutil.StartServer(t, "tcp", hostport, "qemu-nbd", "--persistent", "--bind=127.0.0.1",
 		"--port="+strconv.Itoa(port), "--export-name=disk", "--format=raw", img)
 	for _, url := range []string{
 		"nbd://" + hostport + "/disk",

@@ -6,9 +6,10 @@ import (
 	"errors"
 	"io"
 	"net"
-	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/imageio/imageio/internal/testutil"
 )
 
 // fakeServer is an NBD server written for the tests: a correct handshake
@@ -45,7 +46,7 @@ type fakeRequest struct {
 // ends.
 func (fs *fakeServer) start(t *testing.T) Address {
 	t.Helper()
-	sock := filepath.Join(socketDir(t), "sock")
+	sock := testutil.SocketPath(t)
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
