@@ -8,12 +8,8 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -25,46 +21,7 @@ import (
 // Unix socket and returns its URL; it is stopped when the test ends.
 func startNBDKit(t testing.TB, args ...string) string {
 	t.Helper()
-	testutil.Need(t, "nbdkit")
-	dir, err := os.MkdirTemp("", "nbdkit")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	sock := filepath.Join(dir, "sock")
-	cmd := exec.Command("nbdkit", append([]string{"--foreground", "--exit-with-parent", "--unix", sock}, args...)...)
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		cmd.Wait()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-	})
-	for i := 0; i < 1000; i++ {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
-			return "nbd:unix:" + sock
-		}
-		select {
-		case <-exited:
-			t.Fatalf("nbdkit exited: %s", out.String())
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-	t.Fatalf("nbdkit is not listening: %s", out.String())
-	return ""
+	return "nbd:unix:" + testutil.StartNBDKit(t, args...)
 }
 
 // putWithin sends a PUT and fails the test if it takes longer than 60 s,

@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -235,41 +234,14 @@ func TestDaemonConfigErrors(t *testing.T) {
 // startQemuNBD serves image on a Unix socket and stops it at cleanup.
 func startQemuNBD(t testing.TB, image, format string, readOnly bool) string {
 	t.Helper()
-	testutil.Need(t, "qemu-nbd")
-	sock := filepath.Join(t.TempDir(), "nbd.sock")
-	args := []string{"--persistent", "--shared=8", "--socket=" + sock, "--format=" + format, "--export-name=", "--cache=writeback"}
+	args := []string{"--shared=8", "--export-name=", "--cache=writeback"}
 	if readOnly {
 		args = append(args, "--read-only")
 	}
 	if format != "raw" {
 		args = append(args, "--allocation-depth")
 	}
-	cmd := exec.Command("qemu-nbd", append(args, image)...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	})
-	for i := 0; i < 500; i++ {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
-			return "nbd:unix:" + sock
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("qemu-nbd did not start: %s", stderr.String())
-	return ""
+	return "nbd:unix:" + testutil.StartQemuNBD(t, image, format, args...)
 }
 
 func TestDaemonNBDBackend(t *testing.T) {
