@@ -347,6 +347,18 @@ func TestDroppedConnections(t *testing.T) {
 	}
 }
 
+// cancelAt returns a context and a progress function that cancels it
+// once phase has done bytes; the context ends with the test at the latest.
+func cancelAt(t *testing.T, phase string, done int64) (context.Context, func(Progress)) {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	return ctx, func(p Progress) {
+		if p.Phase == phase && p.Done >= done {
+			cancel()
+		}
+	}
+}
+
 func TestDownloadCancel(t *testing.T) {
 	testutil.Need(t, "qemu-img", "qemu-nbd", "qemu-io")
 	s := startDaemon(t, false)
@@ -356,13 +368,7 @@ func TestDownloadCancel(t *testing.T) {
 	testutil.MakeImage(t, img, "raw", size, []testutil.Run{{Off: 0, Len: size, Kind: testutil.Data}}, 5)
 	url := s.addTicket(t, "file://"+img, size)
 	out := filepath.Join(dir, "partial.qcow2")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	progress := func(p Progress) {
-		if p.Phase == PhaseDownloading && p.Done >= 4<<20 {
-			cancel()
-		}
-	}
+	ctx, progress := cancelAt(t, PhaseDownloading, 4<<20)
 	_, err := Download(ctx, DownloadOptions{URL: url, HTTP: httpbackend.Options{CAFile: s.tls.CAFile}, Path: out,
 		Progress: progress, BufferSize: 1 << 20})
 	if !errors.Is(err, context.Canceled) {
@@ -373,14 +379,9 @@ func TestDownloadCancel(t *testing.T) {
 	}
 
 	// KeepPartial keeps it.
-	ctx, cancel = context.WithCancel(context.Background())
-	defer cancel()
+	ctx, progress = cancelAt(t, PhaseDownloading, 4<<20)
 	_, err = Download(ctx, DownloadOptions{URL: url, HTTP: httpbackend.Options{CAFile: s.tls.CAFile}, Path: out,
-		Progress: func(p Progress) {
-			if p.Phase == PhaseDownloading && p.Done >= 4<<20 {
-				cancel()
-			}
-		}, BufferSize: 1 << 20, KeepPartial: true})
+		Progress: progress, BufferSize: 1 << 20, KeepPartial: true})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("got %v, want context.Canceled", err)
 	}
@@ -397,14 +398,9 @@ func TestUploadCancel(t *testing.T) {
 	img := filepath.Join(dir, "image.qcow2")
 	testutil.MakeImage(t, img, "qcow2", size, []testutil.Run{{Off: 0, Len: size, Kind: testutil.Data}}, 6)
 	url, _ := s.addDisk(t, size)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx, progress := cancelAt(t, PhaseUploading, 4<<20)
 	_, err := Upload(ctx, UploadOptions{Path: img, URL: url, HTTP: httpbackend.Options{CAFile: s.tls.CAFile},
-		BufferSize: 1 << 20, Progress: func(p Progress) {
-			if p.Phase == PhaseUploading && p.Done >= 4<<20 {
-				cancel()
-			}
-		}})
+		BufferSize: 1 << 20, Progress: progress})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("got %v, want context.Canceled", err)
 	}
