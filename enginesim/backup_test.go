@@ -66,10 +66,7 @@ func TestBackup(t *testing.T) {
 	const size = 4 << 20
 	d := newDisk(t, c, "qcow2", size)
 	data := content(size, 11)
-	up, err := c.StartTransfer(ctx, engine.TransferSpec{DiskID: d.ID, Direction: engine.Upload})
-	if err != nil {
-		t.Fatal(err)
-	}
+	up := startTransfer(ctx, t, c, engine.TransferSpec{DiskID: d.ID, Direction: engine.Upload})
 	if err := put(t, hc, up.TransferURL, data); err != nil {
 		t.Fatal(err)
 	}
@@ -108,10 +105,7 @@ func TestBackup(t *testing.T) {
 
 	// Change 64 KiB at 1 MiB.
 	change := bytes.Repeat([]byte{0xa5}, 64<<10)
-	up, err = c.StartTransfer(ctx, engine.TransferSpec{DiskID: d.ID, Direction: engine.Upload})
-	if err != nil {
-		t.Fatal(err)
-	}
+	up = startTransfer(ctx, t, c, engine.TransferSpec{DiskID: d.ID, Direction: engine.Upload})
 	putAt(t, hc, up.TransferURL, change, 1<<20)
 	if err := c.Finalize(ctx, up); err != nil {
 		t.Fatalf("finalizing upload to a disk with a checkpoint: %v", err)
@@ -126,10 +120,7 @@ func TestBackup(t *testing.T) {
 	if err != nil || len(disks) != 1 || disks[0].Mode != "incremental" {
 		t.Fatalf("incremental backup disks: %+v, %v", disks, err)
 	}
-	dl, err = c.StartTransfer(ctx, engine.TransferSpec{DiskID: d.ID, Direction: engine.Download, BackupID: inc.ID})
-	if err != nil {
-		t.Fatal(err)
-	}
+	dl = startTransfer(ctx, t, c, engine.TransferSpec{DiskID: d.ID, Direction: engine.Download, BackupID: inc.ID})
 	got := dirtyExtents(t, hc, dl.TransferURL)
 	want := []dirtyExtent{{Start: 1 << 20, Length: 64 << 10, Dirty: true}}
 	if diff := cmp.Diff(want, got); diff != "" {
@@ -173,10 +164,7 @@ func TestInactivityTimeout(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	d := newDisk(t, c, "raw", 1<<20)
-	tr, err := c.StartTransfer(ctx, engine.TransferSpec{DiskID: d.ID, Direction: engine.Upload, InactivityTimeout: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr := startTransfer(ctx, t, c, engine.TransferSpec{DiskID: d.ID, Direction: engine.Upload, InactivityTimeout: 1})
 	// No client traffic: the engine cancels the upload (policy cancel) and
 	// removes the disk.
 	waitFor(t, "finished_failure", func() bool { p, _ := sim.Transfer(tr.ID); return p == "finished_failure" })
@@ -192,10 +180,7 @@ func TestOldEngine(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	d := newDisk(t, c, "raw", 1<<20)
-	tr, err := c.StartTransfer(ctx, engine.TransferSpec{DiskID: d.ID, Direction: engine.Upload})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr := startTransfer(ctx, t, c, engine.TransferSpec{DiskID: d.ID, Direction: engine.Upload})
 	if err := put(t, hc, tr.TransferURL, content(1<<20, 5)); err != nil {
 		t.Fatal(err)
 	}

@@ -42,6 +42,17 @@ func connect(t *testing.T, sim *enginesim.Sim) *engine.Client {
 	return c
 }
 
+// startTransfer starts a transfer of spec and fails the test if the
+// engine refuses it.
+func startTransfer(ctx context.Context, t *testing.T, c *engine.Client, spec engine.TransferSpec) *engine.Transfer {
+	t.Helper()
+	tr, err := c.StartTransfer(ctx, spec)
+	if err != nil {
+		t.Fatalf("starting transfer %+v: %v", spec, err)
+	}
+	return tr
+}
+
 // imagesClient returns an HTTP client trusting the simulator's CA.
 func imagesClient(t *testing.T, sim *enginesim.Sim) *http.Client {
 	t.Helper()
@@ -222,10 +233,7 @@ func TestProxyFallback(t *testing.T) {
 	defer cancel()
 	const size = 2 << 20
 	d := newDisk(t, c, "qcow2", size)
-	tr, err := c.StartTransfer(ctx, engine.TransferSpec{DiskID: d.ID, Direction: engine.Upload})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr := startTransfer(ctx, t, c, engine.TransferSpec{DiskID: d.ID, Direction: engine.Upload})
 	data := content(size, 7)
 	if err := put(t, hc, tr.TransferURL, data); err == nil {
 		t.Fatal("PUT to the dead transfer_url succeeded")
@@ -274,12 +282,9 @@ func TestFinalizeFailure(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	d := newDisk(t, c, "qcow2", 1<<20)
-	tr, err := c.StartTransfer(ctx, engine.TransferSpec{DiskID: d.ID, Direction: engine.Upload})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr := startTransfer(ctx, t, c, engine.TransferSpec{DiskID: d.ID, Direction: engine.Upload})
 	sim.SetFaults(enginesim.Faults{FinalizeFailure: true})
-	err = c.Finalize(ctx, tr)
+	err := c.Finalize(ctx, tr)
 	var fe *engine.FinalizeError
 	if !errors.As(err, &fe) {
 		t.Fatalf("Finalize error %v, want *engine.FinalizeError", err)
@@ -303,10 +308,7 @@ func TestCancelRemovesDisk(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	d := newDisk(t, c, "qcow2", 1<<20)
-	tr, err := c.StartTransfer(ctx, engine.TransferSpec{DiskID: d.ID, Direction: engine.Upload})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr := startTransfer(ctx, t, c, engine.TransferSpec{DiskID: d.ID, Direction: engine.Upload})
 	if err := put(t, hc, tr.TransferURL, content(512<<10, 3)); err != nil {
 		t.Fatal(err)
 	}
