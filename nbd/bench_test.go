@@ -55,7 +55,7 @@ func BenchmarkCopy(b *testing.B) {
 
 		for _, conns := range []int{1, 4} {
 			dst := filepath.Join(dir, "dst.qcow2")
-			run(b, "qemu-img", "create", "-q", "-f", "qcow2", dst, strconv.FormatInt(size, 10))
+			testutil.RunCommand(b, "qemu-img", "create", "-q", "-f", "qcow2", dst, strconv.FormatInt(size, 10))
 			dstAddr, stopDst := serve(b, dst, cache...)
 			b.ResetTimer()
 			start := time.Now()
@@ -65,27 +65,27 @@ func BenchmarkCopy(b *testing.B) {
 			wall := time.Since(start)
 			b.StopTimer()
 			stopDst()
-			run(b, "qemu-img", "compare", "-q", "-f", "qcow2", "-F", "qcow2", src, dst)
+			testutil.RunCommand(b, "qemu-img", "compare", "-q", "-f", "qcow2", "-F", "qcow2", src, dst)
 			os.Remove(dst)
 			results = append(results, result{fmt.Sprintf("imageio nbd client, %d connection(s), 4 workers", conns), wall})
 		}
 
 		dst := filepath.Join(dir, "nbdcopy.qcow2")
-		run(b, "qemu-img", "create", "-q", "-f", "qcow2", dst, strconv.FormatInt(size, 10))
+		testutil.RunCommand(b, "qemu-img", "create", "-q", "-f", "qcow2", dst, strconv.FormatInt(size, 10))
 		dstAddr, stopDst := serve(b, dst, cache...)
 		start := time.Now()
-		run(b, "nbdcopy", nbdURI(srcAddr), nbdURI(dstAddr))
+		testutil.RunCommand(b, "nbdcopy", nbdURI(srcAddr), nbdURI(dstAddr))
 		results = append(results, result{"nbdcopy qemu-nbd -> qemu-nbd (defaults)", time.Since(start)})
 		stopDst()
-		run(b, "qemu-img", "compare", "-q", "-f", "qcow2", "-F", "qcow2", src, dst)
+		testutil.RunCommand(b, "qemu-img", "compare", "-q", "-f", "qcow2", "-F", "qcow2", src, dst)
 		os.Remove(dst)
 		stopSrc()
 
 		dst = filepath.Join(dir, "convert.qcow2")
 		start = time.Now()
-		run(b, "qemu-img", "convert", "-p", "-T", "none", "-t", "none", "-f", "qcow2", "-O", "qcow2", src, dst)
+		testutil.RunCommand(b, "qemu-img", "convert", "-p", "-T", "none", "-t", "none", "-f", "qcow2", "-O", "qcow2", src, dst)
 		results = append(results, result{"qemu-img convert -T none -t none (file -> file)", time.Since(start)})
-		run(b, "qemu-img", "compare", "-q", "-f", "qcow2", "-F", "qcow2", src, dst)
+		testutil.RunCommand(b, "qemu-img", "compare", "-q", "-f", "qcow2", "-F", "qcow2", src, dst)
 		os.Remove(dst)
 	}
 	metric := []string{"client-1conn-s", "client-4conn-s", "nbdcopy-s", "qemu-img-convert-s"}
@@ -194,7 +194,7 @@ func benchCopy(ctx context.Context, srcAddr, dstAddr Address, conns int) error {
 // a quarter zero clusters and a quarter holes, in runs of 64 KiB to
 // 16 MiB. It writes through qemu-nbd with this client, in one pass.
 func buildBenchImage(b *testing.B, path string, size int64) string {
-	run(b, "qemu-img", "create", "-q", "-f", "qcow2", path, strconv.FormatInt(size, 10))
+	testutil.RunCommand(b, "qemu-img", "create", "-q", "-f", "qcow2", path, strconv.FormatInt(size, 10))
 	addr, stop := serve(b, path)
 	defer stop()
 	ctx := context.Background()
@@ -238,7 +238,7 @@ func buildBenchImage(b *testing.B, path string, size int64) string {
 	stop()
 	// Report what qemu-img map sees, not what was asked for.
 	var entries []mapEntry
-	if err := json.Unmarshal([]byte(run(b, "qemu-img", "map", "--output=json", "-f", "qcow2", path)), &entries); err != nil {
+	if err := json.Unmarshal([]byte(testutil.RunCommand(b, "qemu-img", "map", "--output=json", "-f", "qcow2", path)), &entries); err != nil {
 		b.Fatal(err)
 	}
 	data, zero, hole = 0, 0, 0

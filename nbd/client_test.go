@@ -17,7 +17,7 @@ import (
 func TestDialQemuNBD(t *testing.T) {
 	dir := t.TempDir()
 	img := filepath.Join(dir, "disk.qcow2")
-	run(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "10M")
+	testutil.RunCommand(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "10M")
 	addr := qemuNBD(t, img, "qcow2", "--allocation-depth")
 	c := dial(t, addr, Options{})
 	if got, want := c.Size(), int64(10<<20); got != want {
@@ -38,7 +38,7 @@ func TestDialQemuNBD(t *testing.T) {
 	if !c.StructuredReplies() {
 		t.Error("StructuredReplies() = false, want true")
 	}
-	ctx := testContext(t)
+	ctx := testutil.Context(t)
 	t.Logf("flags %#x, block size %+v", uint16(f), c.BlockSize())
 	if f.CanFastZero() {
 		if err := c.Zero(ctx, 0, 1<<20, ZeroFast); err != nil && !errors.Is(err, ErrNotSupported) {
@@ -53,10 +53,10 @@ func TestDialQemuNBD(t *testing.T) {
 func TestUnknownExport(t *testing.T) {
 	dir := t.TempDir()
 	img := filepath.Join(dir, "disk.raw")
-	run(t, "qemu-img", "create", "-q", "-f", "raw", img, "1M")
+	testutil.RunCommand(t, "qemu-img", "create", "-q", "-f", "raw", img, "1M")
 	addr := qemuNBD(t, img, "raw", "--export-name=sda")
 	addr.Export = "sdb"
-	_, err := Dial(testContext(t), addr, Options{})
+	_, err := Dial(testutil.Context(t), addr, Options{})
 	if !errors.Is(err, ErrUnknownExport) {
 		t.Fatalf("Dial(%s) error = %v, want ErrUnknownExport", addr, err)
 	}
@@ -72,9 +72,9 @@ func TestRoundTrip(t *testing.T) {
 		t.Run(format, func(t *testing.T) {
 			const size = 40 << 20
 			img := filepath.Join(t.TempDir(), "disk."+format)
-			run(t, "qemu-img", "create", "-q", "-f", format, img, "40M")
+			testutil.RunCommand(t, "qemu-img", "create", "-q", "-f", format, img, "40M")
 			c := dial(t, qemuNBD(t, img, format), Options{})
-			ctx := testContext(t)
+			ctx := testutil.Context(t)
 			model := make([]byte, size)
 			rng := rand.New(rand.NewPCG(1, 2))
 			for i := 0; i < 40; i++ {
@@ -160,7 +160,7 @@ func firstDiff(a, b []byte) int {
 
 func TestTCP(t *testing.T) {
 	img := filepath.Join(t.TempDir(), "disk.raw")
-	run(t, "qemu-img", "create", "-q", "-f", "raw", img, "1M")
+	testutil.RunCommand(t, "qemu-img", "create", "-q", "-f", "raw", img, "1M")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -180,7 +180,7 @@ func TestTCP(t *testing.T) {
 				t.Fatal(err)
 			}
 			c := dial(t, addr, Options{})
-			ctx := testContext(t)
+			ctx := testutil.Context(t)
 			p := []byte("hello over tcp")
 			if err := c.WriteAt(ctx, p, 1000); err != nil {
 				t.Fatal(err)

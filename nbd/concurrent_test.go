@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"golang.org/x/sync/errgroup"
+
+	"github.com/imageio/imageio/internal/testutil"
 )
 
 func TestConcurrent(t *testing.T) {
@@ -29,14 +31,14 @@ func TestConcurrent(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			img := filepath.Join(t.TempDir(), "disk."+tc.format)
-			run(t, "qemu-img", "create", "-q", "-f", tc.format, img, fmt.Sprint(size))
+			testutil.RunCommand(t, "qemu-img", "create", "-q", "-f", tc.format, img, fmt.Sprint(size))
 			addr := qemuNBD(t, img, tc.format)
 			clients := make([]*Client, tc.clients)
 			for i := range clients {
 				clients[i] = dial(t, addr, Options{})
 			}
 			model := make([]byte, size)
-			g, ctx := errgroup.WithContext(testContext(t))
+			g, ctx := errgroup.WithContext(testutil.Context(t))
 			for w := 0; w < workers; w++ {
 				g.Go(func() error {
 					c := clients[w%len(clients)]

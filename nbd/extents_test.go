@@ -26,7 +26,7 @@ type mapEntry struct {
 // base:allocation hole flag says).
 func qemuImgMap(t *testing.T, image, format string, depth bool) []Extent {
 	t.Helper()
-	out := run(t, "qemu-img", "map", "--output=json", "-f", format, image)
+	out := testutil.RunCommand(t, "qemu-img", "map", "--output=json", "-f", format, image)
 	var entries []mapEntry
 	if err := json.Unmarshal([]byte(out), &entries); err != nil {
 		t.Fatalf("parsing qemu-img map output: %v\n%s", err, out)
@@ -91,7 +91,7 @@ func TestExtentsMatchQemuImgMap(t *testing.T) {
 	qcow := filepath.Join(dir, "disk.qcow2")
 	testutil.MakeImage(t, qcow, "qcow2", size, runs, 1)
 	compressed := filepath.Join(dir, "compressed.qcow2")
-	run(t, "qemu-img", "convert", "-q", "-c", "-f", "qcow2", "-O", "qcow2", qcow, compressed)
+	testutil.RunCommand(t, "qemu-img", "convert", "-q", "-c", "-f", "qcow2", "-O", "qcow2", qcow, compressed)
 
 	tests := []struct {
 		name, image, format string
@@ -113,7 +113,7 @@ func TestExtentsMatchQemuImgMap(t *testing.T) {
 				t.Fatalf("HasMetaContext(%q) = %v, want %v", ContextAllocationDepth, got, tc.depth)
 			}
 			want := qemuImgMap(t, tc.image, tc.format, tc.depth)
-			ctx := testContext(t)
+			ctx := testutil.Context(t)
 			got, err := c.Extents(ctx, 0, c.Size())
 			if err != nil {
 				t.Fatal(err)
@@ -174,13 +174,13 @@ func checkRunsAgree(t *testing.T, exts []Extent, runs []testutil.Run) {
 func TestExtentsLargeImage(t *testing.T) {
 	// A sparse image larger than one BLOCK_STATUS request (2 GiB).
 	img := filepath.Join(t.TempDir(), "big.qcow2")
-	run(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "5G")
-	run(t, "qemu-io", "-f", "qcow2",
+	testutil.RunCommand(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "5G")
+	testutil.RunCommand(t, "qemu-io", "-f", "qcow2",
 		"-c", "write -P 1 2047M 2M",
 		"-c", "write -z 3G 1M",
 		"-c", "write -P 2 5119M 1M", img)
 	c := dial(t, qemuNBD(t, img, "qcow2", "--read-only", "--allocation-depth"), Options{})
-	got, err := c.Extents(testContext(t), 0, c.Size())
+	got, err := c.Extents(testutil.Context(t), 0, c.Size())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,10 +201,10 @@ func TestExtentsLargeImage(t *testing.T) {
 func TestDirtyBitmap(t *testing.T) {
 	dir := t.TempDir()
 	img := filepath.Join(dir, "disk.qcow2")
-	run(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "8M")
-	run(t, "qemu-io", "-f", "qcow2", "-c", "write -P 1 0 1M", "-c", "write -P 1 6M 1M", img)
-	run(t, "qemu-img", "bitmap", "--add", img, "b0")
-	run(t, "qemu-io", "-f", "qcow2",
+	testutil.RunCommand(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "8M")
+	testutil.RunCommand(t, "qemu-io", "-f", "qcow2", "-c", "write -P 1 0 1M", "-c", "write -P 1 6M 1M", img)
+	testutil.RunCommand(t, "qemu-img", "bitmap", "--add", img, "b0")
+	testutil.RunCommand(t, "qemu-io", "-f", "qcow2",
 		"-c", "write -P 2 2M 64k",
 		"-c", "write -P 3 6400k 64k",
 		"-c", "write -z 7M 128k", img)
@@ -226,7 +226,7 @@ func TestDirtyBitmap(t *testing.T) {
 		if got := c.DirtyBitmap(); got != DirtyBitmapPrefix+"b0" {
 			t.Fatalf("DirtyBitmap() = %q, want %q", got, DirtyBitmapPrefix+"b0")
 		}
-		got, err := c.Extents(testContext(t), 0, c.Size())
+		got, err := c.Extents(testutil.Context(t), 0, c.Size())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -235,17 +235,17 @@ func TestDirtyBitmap(t *testing.T) {
 		}
 	})
 
-	run(t, "qemu-img", "bitmap", "--add", img, "b1")
+	testutil.RunCommand(t, "qemu-img", "bitmap", "--add", img, "b1")
 	addr := qemuNBD(t, img, "qcow2", "--read-only", "--bitmap=b0", "--bitmap=b1")
 	t.Run("two bitmaps", func(t *testing.T) {
-		_, err := Dial(testContext(t), addr, Options{DirtyBitmap: true})
+		_, err := Dial(testutil.Context(t), addr, Options{DirtyBitmap: true})
 		if err == nil || !strings.Contains(err.Error(), "qemu:dirty-bitmap:b0") || !strings.Contains(err.Error(), "qemu:dirty-bitmap:b1") {
 			t.Fatalf("Dial with two bitmaps: error = %v, want one naming both", err)
 		}
 	})
 	t.Run("named bitmap", func(t *testing.T) {
 		c := dial(t, addr, Options{DirtyBitmap: true, MetaContexts: []string{ContextBaseAllocation, DirtyBitmapPrefix + "b0"}})
-		got, err := c.Extents(testContext(t), 0, c.Size())
+		got, err := c.Extents(testutil.Context(t), 0, c.Size())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -254,13 +254,13 @@ func TestDirtyBitmap(t *testing.T) {
 		}
 	})
 	t.Run("missing bitmap", func(t *testing.T) {
-		_, err := Dial(testContext(t), addr, Options{MetaContexts: []string{ContextBaseAllocation, DirtyBitmapPrefix + "nope"}})
+		_, err := Dial(testutil.Context(t), addr, Options{MetaContexts: []string{ContextBaseAllocation, DirtyBitmapPrefix + "nope"}})
 		if err == nil || !strings.Contains(err.Error(), `"nope"`) {
 			t.Fatalf("Dial with a missing bitmap: error = %v, want one naming it", err)
 		}
 	})
 	t.Run("no bitmap", func(t *testing.T) {
-		_, err := Dial(testContext(t), qemuNBD(t, img, "qcow2", "--read-only"), Options{DirtyBitmap: true})
+		_, err := Dial(testutil.Context(t), qemuNBD(t, img, "qcow2", "--read-only"), Options{DirtyBitmap: true})
 		if err == nil || !strings.Contains(err.Error(), "no dirty bitmap") {
 			t.Fatalf("Dial without bitmaps: error = %v, want no dirty bitmap", err)
 		}

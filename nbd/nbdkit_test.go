@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/imageio/imageio/internal/testutil"
 )
 
 func TestServerErrors(t *testing.T) {
@@ -16,7 +18,7 @@ func TestServerErrors(t *testing.T) {
 		"error-pwrite=ENOSPC", "error-pwrite-rate=1",
 		"error-zero=EINVAL", "error-zero-rate=1")
 	c := dial(t, addr, Options{})
-	ctx := testContext(t)
+	ctx := testutil.Context(t)
 	p := make([]byte, 64<<10)
 	tests := []struct {
 		name string
@@ -60,7 +62,7 @@ func TestReadOnly(t *testing.T) {
 	})
 	t.Run("qemu-nbd", func(t *testing.T) {
 		img := filepath.Join(t.TempDir(), "disk.qcow2")
-		run(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "1M")
+		testutil.RunCommand(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "1M")
 		c := dial(t, qemuNBD(t, img, "qcow2", "--read-only"), Options{})
 		checkReadOnly(t, c)
 	})
@@ -68,7 +70,7 @@ func TestReadOnly(t *testing.T) {
 
 func checkReadOnly(t *testing.T, c *Client) {
 	t.Helper()
-	ctx := testContext(t)
+	ctx := testutil.Context(t)
 	if !c.Flags().ReadOnly() {
 		t.Fatal("Flags().ReadOnly() = false, want true")
 	}
@@ -95,7 +97,7 @@ func TestSimpleReplies(t *testing.T) {
 	if c.HasMetaContext(ContextBaseAllocation) {
 		t.Error("HasMetaContext(base:allocation) = true without structured replies")
 	}
-	ctx := testContext(t)
+	ctx := testutil.Context(t)
 	rng := rand.New(rand.NewPCG(3, 4))
 	p := randomBytes(rng, 3<<20)
 	if err := c.WriteAt(ctx, p, 12345); err != nil {
@@ -122,7 +124,7 @@ func TestSimpleReplies(t *testing.T) {
 
 func TestZeroTrim(t *testing.T) {
 	c := dial(t, nbdkit(t, "memory", "size=16M"), Options{})
-	ctx := testContext(t)
+	ctx := testutil.Context(t)
 	if !c.Flags().CanZero() || !c.Flags().CanTrim() {
 		t.Fatalf("Flags() = %#x, want zero and trim", uint16(c.Flags()))
 	}
@@ -173,7 +175,7 @@ func TestFastZeroNotOffered(t *testing.T) {
 	if c.Flags().CanFastZero() {
 		t.Skip("server offers fast zero")
 	}
-	err := c.Zero(testContext(t), 0, 4096, ZeroFast)
+	err := c.Zero(testutil.Context(t), 0, 4096, ZeroFast)
 	if !errors.Is(err, ErrNotSupported) {
 		t.Fatalf("Zero(ZeroFast) error = %v, want ErrNotSupported", err)
 	}

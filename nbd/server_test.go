@@ -3,8 +3,6 @@ package nbd
 import (
 	"context"
 	"errors"
-	"os/exec"
-	"strings"
 	"testing"
 	"time"
 
@@ -38,25 +36,6 @@ func dial(t testing.TB, addr Address, opts Options) *Client {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
-}
-
-// testContext returns a context that ends with the test or after a bound.
-func testContext(t testing.TB) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// run runs a command and fails the test when it fails.
-func run(t testing.TB, name string, args ...string) string {
-	t.Helper()
-	testutil.Need(t, name)
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
 }
 
 func errnoOf(err error) uint32 {

@@ -51,7 +51,7 @@ func makeSamples(t *testing.T) map[string]sample {
 	qcow2 := filepath.Join(dir, "disk.qcow2")
 	content := testutil.MakeImage(t, qcow2, "qcow2", imageSize, sampleRuns, 1)
 	comp := filepath.Join(dir, "comp.qcow2")
-	run(t, "qemu-img", "convert", "-q", "-c", "-f", "qcow2", "-O", "qcow2", qcow2, comp)
+	testutil.RunCommand(t, "qemu-img", "convert", "-q", "-c", "-f", "qcow2", "-O", "qcow2", qcow2, comp)
 	ovaPath := filepath.Join(dir, "vm.ova")
 	disk, err := os.ReadFile(qcow2)
 	if err != nil {
@@ -94,15 +94,6 @@ func writeTar(t *testing.T, path string, files map[string][]byte, order ...strin
 	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func run(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
-	}
-	return string(out)
 }
 
 func start(t *testing.T, ctx context.Context, cfg Config) *Server {
@@ -264,7 +255,7 @@ func TestWritable(t *testing.T) {
 			cfg.ReadOnly = false
 			// Work on a copy; the samples are shared.
 			cp := filepath.Join(t.TempDir(), filepath.Base(cfg.Path))
-			run(t, "cp", cfg.Path, cp)
+			testutil.RunCommand(t, "cp", cfg.Path, cp)
 			cfg.Path = cp
 			expected, err := os.ReadFile(samples[name].content)
 			if err != nil {
@@ -318,11 +309,11 @@ func TestWriteQemuIO(t *testing.T) {
 	cfg := samples["raw"].cfg
 	cfg.ReadOnly = false
 	cp := filepath.Join(t.TempDir(), "disk.raw")
-	run(t, "cp", cfg.Path, cp)
+	testutil.RunCommand(t, "cp", cfg.Path, cp)
 	cfg.Path = cp
 	s := start(t, context.Background(), cfg)
 	url := "nbd+unix:///?socket=" + s.Address().Addr
-	run(t, "qemu-io", "-f", "raw", "-c", "write -P 0xab 1M 64k", url)
+	testutil.RunCommand(t, "qemu-io", "-f", "raw", "-c", "write -P 0xab 1M 64k", url)
 	checkStop(t, s)
 
 	expected, err := os.ReadFile(samples["raw"].content)
@@ -343,7 +334,7 @@ func TestNoBacking(t *testing.T) {
 	samples := makeSamples(t)
 	dir := t.TempDir()
 	base := filepath.Join(dir, "base.qcow2")
-	run(t, "cp", samples["qcow2"].cfg.Path, base)
+	testutil.RunCommand(t, "cp", samples["qcow2"].cfg.Path, base)
 	top := filepath.Join(dir, "top.qcow2")
 	ctx := context.Background()
 	if err := qemuimg.Create(ctx, top, qemuimg.CreateOptions{Format: "qcow2", BackingFile: "base.qcow2"}); err != nil {
@@ -368,8 +359,8 @@ func TestNoBacking(t *testing.T) {
 func TestBitmap(t *testing.T) {
 	samples := makeSamples(t)
 	img := filepath.Join(t.TempDir(), "disk.qcow2")
-	run(t, "cp", samples["qcow2"].cfg.Path, img)
-	run(t, "qemu-img", "bitmap", "--add", img, "b0")
+	testutil.RunCommand(t, "cp", samples["qcow2"].cfg.Path, img)
+	testutil.RunCommand(t, "qemu-img", "bitmap", "--add", img, "b0")
 	s := start(t, context.Background(), Config{Path: img, ReadOnly: true, Bitmap: "b0"})
 	if !has(cmdline(t, s), "--bitmap=b0") {
 		t.Errorf("command line %q lacks --bitmap=b0", cmdline(t, s))

@@ -58,7 +58,7 @@ func makeImages(t *testing.T) images {
 		ova:     filepath.Join(dir, "vm.ova"),
 	}
 	im.raw = testutil.MakeImage(t, im.qcow2, "qcow2", imageSize, sampleRuns, 1)
-	cmd(t, "qemu-img", "convert", "-q", "-c", "-f", "qcow2", "-O", "qcow2", im.qcow2, im.comp)
+	testutil.RunCommand(t, "qemu-img", "convert", "-q", "-c", "-f", "qcow2", "-O", "qcow2", im.qcow2, im.comp)
 	ctx := context.Background()
 	if err := Create(ctx, im.overlay, CreateOptions{Format: "qcow2", BackingFile: "disk.qcow2"}); err != nil {
 		t.Fatal(err)
@@ -102,15 +102,6 @@ func writeOVA(t *testing.T, path string, files []tarFile) {
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func cmd(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
-	}
-	return string(out)
 }
 
 // normalize makes qemu-img JSON comparable across runs and machines: the
@@ -213,7 +204,7 @@ func TestInfo(t *testing.T) {
 // TestInfoUnchanged checks that the JSON is qemu-img's output byte for byte.
 func TestInfoUnchanged(t *testing.T) {
 	im := makeImages(t)
-	want := cmd(t, "qemu-img", "info", "--output=json", im.overlay)
+	want := testutil.RunCommand(t, "qemu-img", "info", "--output=json", im.overlay)
 	got, err := Info(context.Background(), im.overlay, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -298,10 +289,10 @@ func TestCompare(t *testing.T) {
 		t.Fatal(err)
 	}
 	changed := filepath.Join(im.dir, "changed.raw")
-	cmd(t, "cp", im.raw, changed)
-	cmd(t, "qemu-io", "-f", "raw", "-c", "write -P 0x55 1M 4k", changed)
+	testutil.RunCommand(t, "cp", im.raw, changed)
+	testutil.RunCommand(t, "qemu-io", "-f", "raw", "-c", "write -P 0x55 1M 4k", changed)
 	bigger := filepath.Join(im.dir, "bigger.raw")
-	cmd(t, "cp", im.raw, bigger)
+	testutil.RunCommand(t, "cp", im.raw, bigger)
 	if err := os.Truncate(bigger, imageSize+mib); err != nil {
 		t.Fatal(err)
 	}
@@ -510,7 +501,7 @@ func TestColonInName(t *testing.T) {
 	im := makeImages(t)
 	t.Chdir(im.dir)
 	name := "nbd:disk.qcow2"
-	cmd(t, "cp", im.qcow2, name)
+	testutil.RunCommand(t, "cp", im.qcow2, name)
 	info, err := Info(context.Background(), name, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -615,7 +606,7 @@ func TestDashInName(t *testing.T) {
 	t.Chdir(im.dir)
 	ctx := context.Background()
 	name := "-x.qcow2"
-	cmd(t, "cp", "--", im.qcow2, name)
+	testutil.RunCommand(t, "cp", "--", im.qcow2, name)
 	info, err := Info(ctx, name, Options{})
 	if err != nil {
 		t.Fatalf("Info: %v", err)

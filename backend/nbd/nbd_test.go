@@ -21,7 +21,7 @@ const MiB = 1 << 20
 
 func open(t testing.TB, url string, opts nbd.Options) *nbd.Backend {
 	t.Helper()
-	b, err := nbd.Open(testContext(t), url, opts)
+	b, err := nbd.Open(testutil.Context(t), url, opts)
 	if err != nil {
 		t.Fatalf("opening %s: %v", url, err)
 	}
@@ -35,12 +35,12 @@ func TestConformance(t *testing.T) {
 	}{
 		{"qemu-nbd raw", func(t *testing.T, size int64) string {
 			img := filepath.Join(t.TempDir(), "disk.raw")
-			run(t, "qemu-img", "create", "-q", "-f", "raw", img, strconv.FormatInt(size, 10))
+			testutil.RunCommand(t, "qemu-img", "create", "-q", "-f", "raw", img, strconv.FormatInt(size, 10))
 			return qemuNBD(t, img, "raw")
 		}},
 		{"qemu-nbd qcow2", func(t *testing.T, size int64) string {
 			img := filepath.Join(t.TempDir(), "disk.qcow2")
-			run(t, "qemu-img", "create", "-q", "-f", "qcow2", img, strconv.FormatInt(size, 10))
+			testutil.RunCommand(t, "qemu-img", "create", "-q", "-f", "qcow2", img, strconv.FormatInt(size, 10))
 			return qemuNBD(t, img, "qcow2", "--allocation-depth", "--discard=unmap")
 		}},
 		{"nbdkit memory", func(t *testing.T, size int64) string {
@@ -91,7 +91,7 @@ func TestCaps(t *testing.T) {
 				t.Errorf("caps (-want +got):\n%s", diff)
 			}
 			if tc.want.ReadOnly {
-				err := b.WriteAt(testContext(t), []byte{1}, 0)
+				err := b.WriteAt(testutil.Context(t), []byte{1}, 0)
 				if !errors.Is(err, backend.ErrReadOnly) {
 					t.Errorf("write: got %v, want ErrReadOnly", err)
 				}
@@ -114,7 +114,7 @@ func TestQcow2Extents(t *testing.T) {
 	testutil.MakeImage(t, img, "qcow2", 16*MiB, sampleRuns, 1)
 	b := open(t, qemuNBD(t, img, "qcow2", "--read-only", "--allocation-depth"), nbd.Options{ReadOnly: true})
 	defer b.Close()
-	got, err := b.Extents(testContext(t), backend.ContextZero)
+	got, err := b.Extents(testutil.Context(t), backend.ContextZero)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +132,7 @@ func TestQcow2Extents(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("zero extents (-want +got):\n%s", diff)
 	}
-	if _, err := b.Extents(testContext(t), backend.ContextDirty); !errors.Is(err, backend.ErrNotSupported) {
+	if _, err := b.Extents(testutil.Context(t), backend.ContextDirty); !errors.Is(err, backend.ErrNotSupported) {
 		t.Errorf("dirty extents without a bitmap: got %v, want ErrNotSupported", err)
 	}
 }
@@ -147,7 +147,7 @@ func TestChecksumMatchesContent(t *testing.T) {
 	b := open(t, qemuNBD(t, img, "qcow2", "--read-only", "--allocation-depth"), nbd.Options{ReadOnly: true})
 	defer b.Close()
 	for _, alg := range []string{"blake2b", "sha256"} {
-		got, err := checksum.Compute(testContext(t), b, alg, checksum.DefaultBlockSize)
+		got, err := checksum.Compute(testutil.Context(t), b, alg, checksum.DefaultBlockSize)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -165,10 +165,10 @@ func TestDirtyExtents(t *testing.T) {
 	for _, named := range []bool{true, false} {
 		t.Run("named="+strconv.FormatBool(named), func(t *testing.T) {
 			img := filepath.Join(t.TempDir(), "disk.qcow2")
-			run(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "8M")
-			run(t, "qemu-io", "-f", "qcow2", "-c", "write -P 1 0 1M", img)
-			run(t, "qemu-img", "bitmap", "--add", img, "b0")
-			run(t, "qemu-io", "-f", "qcow2", "-c", "write -P 2 2M 64k", "-c", "write -z 4M 1M", img)
+			testutil.RunCommand(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "8M")
+			testutil.RunCommand(t, "qemu-io", "-f", "qcow2", "-c", "write -P 1 0 1M", img)
+			testutil.RunCommand(t, "qemu-img", "bitmap", "--add", img, "b0")
+			testutil.RunCommand(t, "qemu-io", "-f", "qcow2", "-c", "write -P 2 2M 64k", "-c", "write -z 4M 1M", img)
 			opts := nbd.Options{ReadOnly: true, Dirty: true}
 			if named {
 				opts.Bitmap = "b0"
@@ -178,7 +178,7 @@ func TestDirtyExtents(t *testing.T) {
 			if !b.Caps().HasExtents(backend.ContextDirty) {
 				t.Fatalf("caps %+v lack dirty extents", b.Caps())
 			}
-			got, err := b.Extents(testContext(t), backend.ContextDirty)
+			got, err := b.Extents(testutil.Context(t), backend.ContextDirty)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -193,7 +193,7 @@ func TestDirtyExtents(t *testing.T) {
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("dirty extents (-want +got):\n%s", diff)
 			}
-			zero, err := b.Extents(testContext(t), backend.ContextZero)
+			zero, err := b.Extents(testutil.Context(t), backend.ContextZero)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -218,7 +218,7 @@ func allocated(t *testing.T, path string) int64 {
 }
 
 func TestZeroPunchOnlyWhenSparse(t *testing.T) {
-	ctx := testContext(t)
+	ctx := testutil.Context(t)
 	for _, tc := range []struct {
 		name   string
 		sparse bool
@@ -264,7 +264,7 @@ func TestZeroPunchOnlyWhenSparse(t *testing.T) {
 }
 
 func TestOpenErrors(t *testing.T) {
-	ctx := testContext(t)
+	ctx := testutil.Context(t)
 	if _, err := nbd.Open(ctx, "http://example.com/", nbd.Options{}); err == nil {
 		t.Error("bad URL: got no error")
 	}

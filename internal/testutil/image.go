@@ -3,7 +3,6 @@ package testutil
 import (
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -69,10 +68,10 @@ func MakeImage(t testing.TB, path, format string, size int64, runs []Run, seed u
 	if format == "raw" {
 		return raw
 	}
-	run(t, "qemu-img", "convert", "-q", "-f", "raw", "-O", format, raw, path)
+	RunCommand(t, "qemu-img", "convert", "-q", "-f", "raw", "-O", format, raw, path)
 	for _, r := range runs {
 		if r.Kind == Zero {
-			run(t, "qemu-io", "-f", format, "-c",
+			RunCommand(t, "qemu-io", "-f", format, "-c",
 				"write -z "+strconv.FormatInt(r.Off, 10)+" "+strconv.FormatInt(r.Len, 10), path)
 		}
 	}
@@ -83,12 +82,4 @@ func MakeImage(t testing.TB, path, format string, size int64, runs []Run, seed u
 func TempImagePath(t testing.TB, name string) string {
 	t.Helper()
 	return filepath.Join(t.TempDir(), name)
-}
-
-func run(t testing.TB, name string, args ...string) {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
-	}
 }
