@@ -296,9 +296,7 @@ func TestSparseLarge(t *testing.T) {
 // copy of 32 GiB).
 func makeSparseQcow2(t *testing.T, path string, size int64, runs []testutil.Run) {
 	t.Helper()
-	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", path, fmt.Sprint(size)).CombinedOutput(); err != nil {
-		t.Fatalf("qemu-img create: %v: %s", err, out)
-	}
+	testutil.RunCommand(t, "qemu-img", "create", "-q", "-f", "qcow2", path, fmt.Sprint(size))
 	args := []string{"-f", "qcow2"}
 	for i, r := range runs {
 		switch r.Kind {
@@ -309,9 +307,7 @@ func makeSparseQcow2(t *testing.T, path string, size int64, runs []testutil.Run)
 		}
 	}
 	args = append(args, path)
-	if out, err := exec.Command("qemu-io", args...).CombinedOutput(); err != nil {
-		t.Fatalf("qemu-io: %v: %s", err, out)
-	}
+	testutil.RunCommand(t, "qemu-io", args...)
 }
 
 func TestDroppedConnections(t *testing.T) {
@@ -459,14 +455,8 @@ func TestIncrementalDownload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	run := func(name string, args ...string) {
-		t.Helper()
-		if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
-			t.Fatalf("%s %v: %v: %s", name, args, err, out)
-		}
-	}
-	run("qemu-img", "bitmap", "--add", "-f", "qcow2", disk, "b1")
-	run("qemu-io", "-f", "qcow2", "-c", "write -P 7 1M 64k", "-c", "write -z 4M 128k", disk)
+	testutil.RunCommand(t, "qemu-img", "bitmap", "--add", "-f", "qcow2", disk, "b1")
+	testutil.RunCommand(t, "qemu-io", "-f", "qcow2", "-c", "write -P 7 1M 64k", "-c", "write -z 4M 128k", disk)
 
 	srv, err = nbdlocal.Start(ctx, nbdlocal.Config{Path: disk, Format: "qcow2", ReadOnly: true, Bitmap: "b1", Shared: 8})
 	if err != nil {
