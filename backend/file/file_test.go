@@ -6,13 +6,13 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
 
 	"github.com/imageio/imageio/backend"
 	"github.com/imageio/imageio/backend/backendtest"
 	"github.com/imageio/imageio/backend/file"
 	"github.com/imageio/imageio/checksum"
+	"github.com/imageio/imageio/internal/testutil"
 )
 
 // newImage creates an empty sparse file of size bytes.
@@ -102,16 +102,6 @@ func TestCaps(t *testing.T) {
 	}
 }
 
-// allocated returns the bytes allocated to the file at path.
-func allocated(t *testing.T, path string) int64 {
-	t.Helper()
-	var st syscall.Stat_t
-	if err := syscall.Stat(path, &st); err != nil {
-		t.Fatal(err)
-	}
-	return st.Blocks * 512
-}
-
 func TestZeroAllocation(t *testing.T) {
 	const size = 8 << 20
 	ctx := context.Background()
@@ -140,11 +130,11 @@ func TestZeroAllocation(t *testing.T) {
 			if err := b.Flush(ctx); err != nil {
 				t.Fatal(err)
 			}
-			before := allocated(t, path)
+			before := testutil.Allocated(t, path)
 			if err := b.Zero(ctx, 1<<20, 1<<20, tc.punch); err != nil {
 				t.Fatal(err)
 			}
-			after := allocated(t, path)
+			after := testutil.Allocated(t, path)
 			if tc.hole && after > before-(1<<20) {
 				t.Errorf("allocated after punching 1 MiB: got %d, want <= %d", after, before-(1<<20))
 			}

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -207,16 +206,6 @@ func TestDirtyExtents(t *testing.T) {
 	}
 }
 
-// allocated returns the bytes allocated to the file at path.
-func allocated(t *testing.T, path string) int64 {
-	t.Helper()
-	var st syscall.Stat_t
-	if err := syscall.Stat(path, &st); err != nil {
-		t.Fatal(err)
-	}
-	return st.Blocks * 512
-}
-
 func TestZeroPunchOnlyWhenSparse(t *testing.T) {
 	ctx := testutil.Context(t)
 	for _, tc := range []struct {
@@ -234,7 +223,7 @@ func TestZeroPunchOnlyWhenSparse(t *testing.T) {
 			if err := os.WriteFile(img, bytes.Repeat([]byte{1}, 4*MiB), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			before := allocated(t, img)
+			before := testutil.Allocated(t, img)
 			b := open(t, qemuNBD(t, img, "raw", "--discard=unmap", "--cache=none"), nbd.Options{Sparse: tc.sparse})
 			defer b.Close()
 			if err := b.Zero(ctx, MiB, MiB, tc.punch); err != nil {
@@ -243,7 +232,7 @@ func TestZeroPunchOnlyWhenSparse(t *testing.T) {
 			if err := b.Flush(ctx); err != nil {
 				t.Fatal(err)
 			}
-			after := allocated(t, img)
+			after := testutil.Allocated(t, img)
 			if tc.hole && after > before-MiB {
 				t.Errorf("allocated after zero: got %d, want <= %d", after, before-MiB)
 			}
