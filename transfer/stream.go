@@ -166,6 +166,28 @@ func (r *sourceReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// WriteNTo writes up to n bytes from pos to w straight from the pieces
+// (no copy; the HTTP backend uses it on plain-HTTP connections). It
+// returns a nil error at the end of the range.
+func (r *sourceReader) WriteNTo(w io.Writer, n int64) (int64, error) {
+	var total int64
+	for total < n && r.pos < r.length {
+		h, err := r.load()
+		if err != nil {
+			return total, err
+		}
+		from := r.pos - h.start
+		to := min(h.n, from+n-total)
+		k, werr := w.Write(h.buf[from:to])
+		r.served(h, k)
+		total += int64(k)
+		if werr != nil {
+			return total, werr
+		}
+	}
+	return total, nil
+}
+
 func (r *sourceReader) Seek(offset int64, whence int) (int64, error) {
 	switch whence {
 	case io.SeekStart:

@@ -197,8 +197,9 @@ func newTransport(tlsConf *tls.Config, opts Options, dial func(ctx context.Conte
 
 // bulkConn makes net/http write plain-HTTP request bodies in large
 // pieces: it copies a body to the connection with io.Copy, 32 KiB per
-// write, unless the connection is an io.ReaderFrom. (Under TLS the pieces
-// are records of 16 KiB anyway.)
+// write, unless the connection is an io.ReaderFrom. A body over a
+// PieceWriter is written from the source's own buffers, others through a
+// 256 KiB buffer. (Under TLS the pieces are records of 16 KiB anyway.)
 type bulkConn struct{ net.Conn }
 
 var bulkBufs = sync.Pool{New: func() any {
@@ -207,9 +208,24 @@ var bulkBufs = sync.Pool{New: func() any {
 }}
 
 func (c bulkConn) ReadFrom(r io.Reader) (int64, error) {
+	// net/http passes a PUT body as an io.LimitedReader over the
+	// attemptBody; a source that writes from its own buffers is written
+	// to the connection without a copy through bulkBufs.
+	var n int64
+	if lr, ok := r.(*io.LimitedReader); ok {
+		if a, ok := lr.R.(*attemptBody); ok && a.canWriteTo() {
+			k, err := a.writeTo(c.Conn, lr.N)
+			lr.N -= k
+			n += k
+			if err != nil || lr.N <= 0 {
+				return n, err
+			}
+		}
+	}
 	bp := bulkBufs.Get().(*[]byte)
 	defer bulkBufs.Put(bp)
-	return io.CopyBuffer(struct{ io.Writer }{c.Conn}, r, *bp)
+	k, err := io.CopyBuffer(struct{ io.Writer }{c.Conn}, r, *bp)
+	return n + k, err
 }
 
 // isFallbackError reports whether err from the first OPTIONS means that
@@ -297,7 +313,12 @@ func (b *Backend) switchToUnix(ctx context.Context, socket string, tlsConf *tls.
 	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return d.DialContext(ctx, "unix", addr)
 	}
-	client := &nethttp.Client{Transport: newTransport(tlsConf, b.opts, dial)}
+	tr := newTransport(tlsConf, b.opts, dial)
+	// Plain HTTP: a request body goes to the socket without the write
+	// buffer (bulkConn), except the bytes net/http first reads into it to
+	// fill it after the headers; a small buffer keeps that copy small.
+	tr.WriteBufferSize = 4 << 10
+	client := &nethttp.Client{Transport: tr}
 	u := &url.URL{Scheme: "http", Host: "localhost", Path: b.url.Path, RawPath: b.url.RawPath}
 	old, oldURL := b.client, b.url
 	b.client, b.url = client, u
@@ -661,6 +682,64 @@ func (a *attemptBody) Read(p []byte) (int, error) {
 
 func (a *attemptBody) Close() error { return nil }
 
+// PieceWriter is a request body source that writes its next bytes to a
+// writer straight from its own buffers (transfer's source reader does):
+// WriteFrom then sends them on a plain-HTTP connection without copying
+// them first. WriteNTo writes at most n bytes and returns how many it
+// wrote; at the end of its data it returns what it wrote and a nil error.
+type PieceWriter interface {
+	WriteNTo(w io.Writer, n int64) (int64, error)
+}
+
+// canWriteTo reports whether the source is a PieceWriter.
+func (a *attemptBody) canWriteTo() bool {
+	_, ok := a.r.(PieceWriter)
+	return ok
+}
+
+// errWriter remembers the error of its writer, so that writeTo can tell
+// a network error from a source error.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) Write(p []byte) (int, error) {
+	n, err := e.w.Write(p)
+	if err != nil {
+		e.err = err
+	}
+	return n, err
+}
+
+// writeTo writes up to limit bytes of the source to w with the source's
+// WriteNTo, holding mu like Read does, so detach waits for a write to the
+// connection in progress (it ends when net/http closes a connection it
+// gives up on). Source errors are kept for detach.
+func (a *attemptBody) writeTo(w io.Writer, limit int64) (int64, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.detached {
+		return 0, errDetached
+	}
+	want := min(limit, a.left)
+	if want <= 0 {
+		return 0, nil
+	}
+	ew := &errWriter{w: w}
+	n, err := a.r.(PieceWriter).WriteNTo(ew, want)
+	a.n += n
+	a.left -= n
+	switch {
+	case err != nil && ew.err == nil:
+		a.err = err
+	case err == nil && n < want:
+		err = io.ErrUnexpectedEOF
+		a.err = err
+	}
+	return n, err
+}
+
 // detach stops further reads and returns how many bytes were read and the
 // source's error.
 func (a *attemptBody) detach() (int64, error) {
@@ -672,7 +751,8 @@ func (a *attemptBody) detach() (int64, error) {
 
 // WriteFrom writes length bytes read from r at off with one PUT
 // (?flush=n, Content-Range: bytes off-end/*). The body is streamed from r;
-// nothing is buffered here.
+// nothing is buffered here. On plain HTTP an r that is a PieceWriter
+// writes to the connection itself, without a copy.
 //
 // Retries: when r is also an io.Seeker, a transiently failed PUT is sent
 // again after seeking r back to where it was when WriteFrom was called, so
