@@ -133,10 +133,7 @@ func runDownload(ctx context.Context, opts downloadOptions, args []string, stdou
 	if err != nil {
 		return err
 	}
-	disp.Phase(phaseDone)
-	disp.Close()
-	res.Seconds = disp.elapsed()
-	return writeResult(stdout, disp, opts.JSON, res, "downloaded")
+	return finishResult(stdout, disp, opts.JSON, res, "downloaded")
 }
 
 // downloadWithEngine starts a download transfer of the disk, copies it and

@@ -160,10 +160,7 @@ func runUpload(ctx context.Context, opts uploadOptions, args []string, stdout, s
 	if err != nil {
 		return err
 	}
-	disp.Phase(phaseDone)
-	disp.Close()
-	res.Seconds = disp.elapsed()
-	return writeResult(stdout, disp, opts.JSON, res, "uploaded")
+	return finishResult(stdout, disp, opts.JSON, res, "uploaded")
 }
 
 // fill copies what the copy reported into the result object.
@@ -174,9 +171,13 @@ func (r *uploadResult) fill(cr copyResult) {
 	}
 }
 
-// writeResult writes the --json result object, or a one-line summary on
-// stderr (and the disk id, the result a script wants, on stdout).
-func writeResult(stdout io.Writer, disp *progress, jsonOut bool, res uploadResult, verb string) error {
+// finishResult ends the progress display with the done phase and writes
+// the --json result object, or a one-line summary on stderr (and the disk
+// id, the result a script wants, on stdout).
+func finishResult(stdout io.Writer, disp *progress, jsonOut bool, res uploadResult, verb string) error {
+	disp.Phase(phaseDone)
+	disp.Close()
+	res.Seconds = disp.elapsed()
 	if jsonOut {
 		return writeJSON(stdout, res)
 	}
