@@ -78,6 +78,11 @@ type UploadOptions struct {
 // to the daemon's transfer URL.
 func Upload(ctx context.Context, o UploadOptions) (res Result, err error) {
 	report(o.Progress, Progress{Phase: PhaseInspecting})
+	// A missing file, an unknown OVA member or an unreadable image is
+	// reported before the daemon is contacted.
+	if _, err := qemuimg.SourceOf(ctx, o.Path, qemuimg.Options{Member: o.Member, Format: o.Format}); err != nil {
+		return res, err
+	}
 	remote, err := openRemote(ctx, o.URL, o.HTTP, o.BufferSize)
 	if err != nil {
 		return res, err
