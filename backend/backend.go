@@ -10,8 +10,13 @@
 //   - ReadAt fills p completely or returns an error; a read past Size is
 //     ErrOutOfRange. WriteAt writes all of p or returns an error; a write
 //     past Size is ErrOutOfRange and writes nothing.
-//   - Errors wrapping ErrOutOfRange, ErrNotSupported, ErrReadOnly and
-//     ErrCanceled are permanent; other errors may be transient (I/O, network).
+//   - Errors wrapping ErrOutOfRange, ErrNotSupported, ErrReadOnly,
+//     ErrCanceled and ErrNoSpace are permanent; other errors may be
+//     transient (I/O, network).
+//   - A write, zero or flush that fails because the storage behind the
+//     image is full returns an error for which errors.Is(err, ErrNoSpace)
+//     holds (ENOSPC or EDQUOT from a file, NBD errno ENOSPC, a 507 from
+//     an imageio daemon).
 //   - Extents covers [0, Size) with no gaps, in order, neighbours with equal
 //     flags merged.
 package backend
@@ -28,6 +33,9 @@ var (
 	ErrNotSupported = errors.New("operation not supported")
 	ErrReadOnly     = errors.New("backend is read-only")
 	ErrCanceled     = errors.New("operation canceled")
+	// ErrNoSpace means the storage behind the image is full (or a quota
+	// is exhausted): retrying the same write will fail the same way.
+	ErrNoSpace = errors.New("no space left on the storage")
 )
 
 // Extent contexts, as in the images API (?context=zero|dirty).

@@ -20,6 +20,9 @@ var (
 	ErrProtocol = errors.New("NBD protocol violation")
 	// ErrUnknownExport: the server has no export of that name.
 	ErrUnknownExport = errors.New("unknown NBD export")
+	// ErrNoSpace: the server's storage is full (errno ENOSPC on a write,
+	// zero or flush).
+	ErrNoSpace = errors.New("no space left on the NBD export")
 )
 
 // Errno values used by NBD (they travel on the wire, independent of the
@@ -82,14 +85,17 @@ func (e *Error) Error() string {
 	return s
 }
 
-// Is makes errors.Is(err, ErrNotSupported) true for ENOTSUP and
-// errors.Is(err, ErrReadOnly) true for EPERM.
+// Is makes errors.Is(err, ErrNotSupported) true for ENOTSUP,
+// errors.Is(err, ErrReadOnly) true for EPERM and errors.Is(err, ErrNoSpace)
+// true for ENOSPC.
 func (e *Error) Is(target error) bool {
 	switch target {
 	case ErrNotSupported:
 		return e.Errno == ENOTSUP
 	case ErrReadOnly:
 		return e.Errno == EPERM
+	case ErrNoSpace:
+		return e.Errno == ENOSPC
 	}
 	return false
 }

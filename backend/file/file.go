@@ -17,6 +17,9 @@
 // use fallocate ZERO_RANGE, else the BLKZEROOUT ioctl. Flush is fsync.
 // Extents reports the whole image as one data extent.
 //
+// A write, zero or flush that fails with ENOSPC or EDQUOT returns an error
+// matching backend.ErrNoSpace.
+//
 // A Backend is safe for concurrent use. Caps advise 8 readers and, for a
 // regular file, 1 writer (8 for a block device), as the reference daemon.
 package file
@@ -29,6 +32,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"unsafe"
 
 	"github.com/imageio/imageio/backend"
@@ -205,13 +209,13 @@ func (b *Backend) WriteAt(ctx context.Context, p []byte, off int64) error {
 	if n := b.directEnd - off; n > 0 {
 		k := min(int64(len(p)), n)
 		if err := b.writeDirect(ctx, p[:k], off); err != nil {
-			return fmt.Errorf("writing %q at %d: %w", b.path, off, err)
+			return fmt.Errorf("writing %q at %d: %w", b.path, off, noSpace(err))
 		}
 		p, off = p[k:], off+k
 	}
 	if len(p) > 0 {
 		if _, err := b.tail.WriteAt(p, off); err != nil {
-			return fmt.Errorf("writing %q at %d: %w", b.path, off, err)
+			return fmt.Errorf("writing %q at %d: %w", b.path, off, noSpace(err))
 		}
 	}
 	return nil
@@ -373,7 +377,7 @@ func (b *Backend) Zero(ctx context.Context, off, length int64, punch bool) error
 	}
 	punch = punch && b.opts.Sparse
 	if err := b.zero(ctx, off, length, punch); err != nil {
-		return fmt.Errorf("zeroing %q at %d length %d: %w", b.path, off, length, err)
+		return fmt.Errorf("zeroing %q at %d length %d: %w", b.path, off, length, noSpace(err))
 	}
 	return nil
 }
@@ -499,7 +503,7 @@ func (b *Backend) Flush(ctx context.Context) error {
 		return fmt.Errorf("flushing %q: %w: %w", b.path, backend.ErrCanceled, err)
 	}
 	if err := b.f.Sync(); err != nil {
-		return fmt.Errorf("flushing %q: %w", b.path, err)
+		return fmt.Errorf("flushing %q: %w", b.path, noSpace(err))
 	}
 	return nil
 }
@@ -532,6 +536,15 @@ func (b *Backend) Close() error {
 		return fmt.Errorf("closing %q: %w", b.path, err)
 	}
 	return nil
+}
+
+// noSpace adds backend.ErrNoSpace to an error of the file system being
+// full (ENOSPC) or of a disk quota being exhausted (EDQUOT).
+func noSpace(err error) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("%w: %w", backend.ErrNoSpace, err)
+	}
+	return err
 }
 
 // readFull reads len(p) bytes at off; reaching the end of the file first is

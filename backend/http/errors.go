@@ -21,8 +21,10 @@ var (
 	// ErrForbidden is a 403 from the daemon: the ticket is unknown, expired,
 	// canceled or does not allow the operation.
 	ErrForbidden = errors.New("access forbidden")
-	// ErrNoSpace is a 507 from the daemon: the storage is full.
-	ErrNoSpace = errors.New("no space left on the storage")
+	// ErrNoSpace is a 507 from the daemon: the storage is full. It is
+	// backend.ErrNoSpace, so errors.Is with either matches, and a daemon
+	// that proxies to another passes the 507 on.
+	ErrNoSpace = backend.ErrNoSpace
 )
 
 // ServerError is an error response from the daemon. Message is the text

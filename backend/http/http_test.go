@@ -410,6 +410,9 @@ func TestRetryGivesUp(t *testing.T) {
 			if len(msgs) != int(wantTries-1) {
 				t.Errorf("notify messages: got %q, want %d", msgs, wantTries-1)
 			}
+			if got, want := errors.Is(err, backend.ErrNoSpace), code == 507; got != want {
+				t.Errorf("%d: errors.Is(%v, backend.ErrNoSpace) = %v, want %v", code, err, got, want)
+			}
 			if code == 507 && !errors.Is(err, ErrNoSpace) {
 				t.Errorf("507: got %v, want ErrNoSpace", err)
 			}

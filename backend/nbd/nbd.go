@@ -14,6 +14,10 @@
 // base:allocation merged with qemu:allocation-depth (depth 0 is a hole), or
 // are one data extent when the server has no block status; in the dirty
 // context they come from base:allocation merged with the dirty bitmap.
+//
+// Errors carry the backend sentinels: an NBD error reply EPERM is
+// backend.ErrReadOnly, ENOTSUP backend.ErrNotSupported and ENOSPC (the
+// server's storage is full) backend.ErrNoSpace.
 package nbd
 
 import (
@@ -129,6 +133,8 @@ func mapError(err error) error {
 		return fmt.Errorf("%w: %w", backend.ErrReadOnly, err)
 	case errors.Is(err, nbdc.ErrNotSupported):
 		return fmt.Errorf("%w: %w", backend.ErrNotSupported, err)
+	case errors.Is(err, nbdc.ErrNoSpace):
+		return fmt.Errorf("%w: %w", backend.ErrNoSpace, err)
 	}
 	return err
 }
