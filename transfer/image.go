@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
+	"sort"
 	"sync"
 
 	"github.com/imageio/imageio/backend"
@@ -136,7 +138,12 @@ type DownloadOptions struct {
 	// Format is "qcow2" (default) or "raw".
 	Format string
 	// BackingFile and BackingFormat make the new image an overlay (qcow2);
-	// then zero extents are written and holes left to the backing file.
+	// then zero extents are written and holes (ranges the remote image,
+	// such as a snapshot layer served alone, does not allocate) left to
+	// the backing file. The backing file is checked (CheckBackingFile)
+	// before the daemon is contacted; a relative one is relative to the
+	// directory of Path, as with qemu-img create. BackingFormat "" probes
+	// it.
 	BackingFile, BackingFormat string
 	// Workers (default 4, capped by the daemon's max_readers) and
 	// BufferSize (default 4 MiB) as in Options.
@@ -145,6 +152,10 @@ type DownloadOptions struct {
 	// KeepPartial keeps the image when the download fails or is canceled.
 	KeepPartial bool
 	// Verify compares the block checksums of both ends after the copy.
+	// The new image is read through its backing chain; with a backing
+	// file, the remote's holes (left to it, and read as zeros by the
+	// remote) are compared as zeros, except in an incremental download,
+	// which must read as the whole remote image.
 	Verify bool
 	// Incremental copies only the dirty extents (a backup from a
 	// checkpoint), usually into an overlay of the previous backup.
@@ -165,6 +176,18 @@ func Download(ctx context.Context, o DownloadOptions) (res Result, err error) {
 	if _, err := os.Lstat(o.Path); err == nil {
 		return res, fmt.Errorf("downloading to %q: %w", o.Path, fs.ErrExist)
 	}
+	backingFormat := o.BackingFormat
+	if o.BackingFile != "" {
+		// A backing file that cannot be opened is reported before the
+		// daemon is contacted.
+		if format != "qcow2" {
+			return res, fmt.Errorf("downloading to %q: a backing file needs format qcow2, not %q", o.Path, format)
+		}
+		var err error
+		if backingFormat, err = CheckBackingFile(ctx, o.Path, o.BackingFile, o.BackingFormat); err != nil {
+			return res, fmt.Errorf("downloading to %q: %w", o.Path, err)
+		}
+	}
 	remote, err := openRemote(ctx, o.URL, o.HTTP, o.BufferSize)
 	if err != nil {
 		return res, err
@@ -180,7 +203,7 @@ func Download(ctx context.Context, o DownloadOptions) (res Result, err error) {
 		}
 	}()
 	if err := qemuimg.Create(ctx, o.Path, qemuimg.CreateOptions{
-		Format: format, Size: res.Size, BackingFile: o.BackingFile, BackingFormat: o.BackingFormat,
+		Format: format, Size: res.Size, BackingFile: o.BackingFile, BackingFormat: backingFormat,
 	}); err != nil {
 		return res, err
 	}
@@ -216,9 +239,38 @@ func Download(ctx context.Context, o DownloadOptions) (res Result, err error) {
 		return res, fmt.Errorf("downloading to %q: %w", o.Path, err)
 	}
 	if o.Verify {
-		res.Checksum, err = verify(ctx, target, remote, o.Progress)
+		local := target
+		if o.BackingFile != "" && !o.Incremental {
+			// Holes were left to the backing file, and the remote reads
+			// them as zeros: compare the rest.
+			local, err = maskHoles(ctx, target, remote)
+			if err != nil {
+				return res, err
+			}
+		}
+		res.Checksum, err = verify(ctx, local, remote, o.Progress)
 	}
 	return res, err
+}
+
+// CheckBackingFile checks that the backing file of a new image at path can
+// be opened, and returns its format (format, or the probed one when format
+// is ""). As with qemu-img create, a relative backing file is relative to
+// the directory of path, not to the working directory.
+func CheckBackingFile(ctx context.Context, path, backing, format string) (string, error) {
+	full := backing
+	where := ""
+	if !filepath.IsAbs(backing) {
+		full = filepath.Join(filepath.Dir(path), backing)
+		if full != filepath.Clean(backing) {
+			where = fmt.Sprintf(" (%q: a relative backing file is relative to the directory of the new image)", full)
+		}
+	}
+	info, err := qemuimg.Info(ctx, full, qemuimg.Options{Format: format})
+	if err != nil {
+		return "", fmt.Errorf("opening backing file %q%s: %w", backing, where, err)
+	}
+	return info.Format, nil
 }
 
 func openRemote(ctx context.Context, url string, opts httpbackend.Options, bufferSize int) (*httpbackend.Backend, error) {
@@ -358,6 +410,97 @@ func (r *resized) Extents(ctx context.Context, name string) ([]backend.Extent, e
 		} else {
 			out = append(out, tail)
 		}
+	}
+	return out, nil
+}
+
+// maskHoles shows b with the holes of remote's zero extents reading as
+// zeros.
+func maskHoles(ctx context.Context, b backend.Backend, remote backend.Backend) (backend.Backend, error) {
+	ext, err := remote.Extents(ctx, backend.ContextZero)
+	if errors.Is(err, backend.ErrNotSupported) {
+		return b, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading remote extents for verify: %w", err)
+	}
+	var holes []backend.Extent
+	for _, e := range ext {
+		if e.Hole {
+			holes = append(holes, e)
+		}
+	}
+	if len(holes) == 0 {
+		return b, nil
+	}
+	return &masked{Backend: b, holes: zeroRanges(holes)}, nil
+}
+
+// masked is a read-only view of a backend whose holes read as zeros.
+type masked struct {
+	backend.Backend
+	holes []zeroRange // sorted, merged
+}
+
+func (m *masked) ReadAt(ctx context.Context, p []byte, off int64) error {
+	if err := m.Backend.ReadAt(ctx, p, off); err != nil {
+		return err
+	}
+	end := off + int64(len(p))
+	i := sort.Search(len(m.holes), func(i int) bool { return m.holes[i].end > off })
+	for ; i < len(m.holes) && m.holes[i].start < end; i++ {
+		h := m.holes[i]
+		clear(p[max(h.start, off)-off : min(h.end, end)-off])
+	}
+	return nil
+}
+
+func (m *masked) WriteAt(context.Context, []byte, int64) error {
+	return fmt.Errorf("writing a masked view: %w", backend.ErrReadOnly)
+}
+
+func (m *masked) Zero(context.Context, int64, int64, bool) error {
+	return fmt.Errorf("zeroing a masked view: %w", backend.ErrReadOnly)
+}
+
+// Extents returns b's extents with the holes marked zero (and hole in the
+// zero context).
+func (m *masked) Extents(ctx context.Context, name string) ([]backend.Extent, error) {
+	ext, err := m.Backend.Extents(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	var out []backend.Extent
+	add := func(e backend.Extent) {
+		if e.Length <= 0 {
+			return
+		}
+		if n := len(out); n > 0 {
+			last := &out[n-1]
+			if last.End() == e.Start && last.Zero == e.Zero && last.Hole == e.Hole && last.Dirty == e.Dirty {
+				last.Length += e.Length
+				return
+			}
+		}
+		out = append(out, e)
+	}
+	i := 0
+	for _, e := range ext {
+		pos, end := e.Start, e.End()
+		for i < len(m.holes) && m.holes[i].end <= pos {
+			i++
+		}
+		for j := i; j < len(m.holes) && m.holes[j].start < end && pos < end; j++ {
+			h := m.holes[j]
+			if h.start > pos {
+				add(backend.Extent{Start: pos, Length: h.start - pos, Zero: e.Zero, Hole: e.Hole, Dirty: e.Dirty})
+				pos = h.start
+			}
+			n := min(h.end, end) - pos
+			add(backend.Extent{Start: pos, Length: n, Zero: true, Hole: name == backend.ContextZero, Dirty: e.Dirty})
+			pos += n
+		}
+		add(backend.Extent{Start: pos, Length: end - pos, Zero: e.Zero, Hole: e.Hole, Dirty: e.Dirty})
 	}
 	return out, nil
 }
