@@ -29,11 +29,13 @@ type config struct {
 	Runs       int
 	Only       *regexp.Regexp // nil runs everything
 	Seed       uint64
+	FloorSize  int64 // bytes each floor moves; 0 skips the floors
 }
 
 // configFromEnv reads the BENCH_* variables.
 func configFromEnv(getenv func(string) string) (config, error) {
-	cfg := config{Work: "bench-work", Bin: "bin", Size: 4 << 30, SparseSize: 32 << 30, Runs: 1, Seed: 1}
+	cfg := config{Work: "bench-work", Bin: "bin", Size: 4 << 30, SparseSize: 32 << 30, Runs: 1, Seed: 1,
+		FloorSize: 2 << 30}
 	if v := getenv("BENCH_WORK"); v != "" {
 		cfg.Work = v
 	}
@@ -43,7 +45,7 @@ func configFromEnv(getenv func(string) string) (config, error) {
 	for _, s := range []struct {
 		name string
 		dst  *int64
-	}{{"BENCH_SIZE", &cfg.Size}, {"BENCH_SPARSE_SIZE", &cfg.SparseSize}} {
+	}{{"BENCH_SIZE", &cfg.Size}, {"BENCH_SPARSE_SIZE", &cfg.SparseSize}, {"BENCH_FLOOR_SIZE", &cfg.FloorSize}} {
 		if v := getenv(s.name); v != "" {
 			n, err := parseSize(v)
 			if err != nil {
@@ -54,6 +56,10 @@ func configFromEnv(getenv func(string) string) (config, error) {
 	}
 	if cfg.Size < minRun {
 		return config{}, fmt.Errorf("BENCH_SIZE: %d bytes is smaller than %d", cfg.Size, minRun)
+	}
+	if cfg.FloorSize != 0 && cfg.FloorSize < minFloorSize {
+		return config{}, fmt.Errorf("BENCH_FLOOR_SIZE: %d bytes is smaller than %s (0 skips the floors)",
+			cfg.FloorSize, formatSize(minFloorSize))
 	}
 	if v := getenv("BENCH_RUNS"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -145,9 +151,12 @@ func runBench(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	}
 	defer h.cleanup()
 
-	images, err := h.images(ctx)
-	if err != nil {
-		return err
+	floorResults := h.runFloors(ctx)
+	var images []*image
+	if ctx.Err() == nil && h.anyScenario() {
+		if images, err = h.images(ctx); err != nil {
+			return err
+		}
 	}
 	var results []result
 run:
@@ -166,6 +175,7 @@ run:
 		}
 	}
 	rep := newReport(cfg, images, results)
+	rep.addFloors(cfg, floorResults)
 	rep.Text(stdout)
 	if err := rep.Save(h.work); err != nil {
 		return err
@@ -174,6 +184,16 @@ run:
 		return fmt.Errorf("interrupted; the table has the runs that finished: %w", ctx.Err())
 	}
 	return nil
+}
+
+// anyScenario reports whether BENCH_ONLY selects a scenario.
+func (h *harness) anyScenario() bool {
+	for _, sc := range scenarios {
+		if h.cfg.Only == nil || h.cfg.Only.MatchString(sc.Name) {
+			return true
+		}
+	}
+	return false
 }
 
 func newHarness(cfg config, stderr io.Writer) (*harness, error) {

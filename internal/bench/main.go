@@ -51,6 +51,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runBench(ctx, cfg, stdout, stderr)
 	case cmd == "copy" && len(rest) == 2:
 		return runCopy(ctx, rest[0], rest[1], stderr)
+	case cmd == "floor-peer" && len(rest) == 1:
+		// Not in the usage: the harness runs it for the floors.
+		return runFloorPeer(ctx, rest[0], stdout)
 	case cmd == "image" && len(rest) == 2:
 		size, err := parseSize(rest[1])
 		if err != nil {

@@ -218,6 +218,12 @@ func startServer(name, logPath string, argv ...string) (*server, error) {
 	defer logf.Close() // the child has its own copy
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	return startProcess(name, cmd)
+}
+
+// startProcess starts cmd, which must not have been started, in its own
+// process group as a server.
+func startProcess(name string, cmd *exec.Cmd) (*server, error) {
 	setGroup(cmd)
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)

@@ -72,6 +72,13 @@ type report struct {
 	Rows    []row             `json:"rows"`
 	Goals   []goal            `json:"goals"`
 	Results []result          `json:"results"`
+	// FloorSize is the bytes each floor moved; Floors the medians of the
+	// floors, DaemonFloors the sums of floors that bound imageiod's data
+	// paths, FloorResults every run.
+	FloorSize    int64         `json:"floor_size,omitempty"`
+	Floors       []floorRow    `json:"floors,omitempty"`
+	DaemonFloors []daemonFloor `json:"daemon_floors,omitempty"`
+	FloorResults []floorResult `json:"floor_results,omitempty"`
 }
 
 func newReport(cfg config, images []*image, results []result) *report {
@@ -256,7 +263,7 @@ func (r *report) checkGoals() []goal {
 // commandLine is the command that reproduces the run.
 func commandLine(cfg config) string {
 	parts := []string{"BENCH_SIZE=" + formatSize(cfg.Size), "BENCH_SPARSE_SIZE=" + formatSize(cfg.SparseSize),
-		fmt.Sprintf("BENCH_RUNS=%d", cfg.Runs)}
+		fmt.Sprintf("BENCH_RUNS=%d", cfg.Runs), "BENCH_FLOOR_SIZE=" + formatSize(cfg.FloorSize)}
 	if cfg.Only != nil {
 		parts = append(parts, fmt.Sprintf("BENCH_ONLY='%s'", cfg.Only))
 	}
@@ -357,13 +364,16 @@ func (r *report) Text(out io.Writer) {
 		fmt.Fprintf(out, "image %s: %.2f GiB data, %.2f GiB zero clusters, %.2f GiB holes\n",
 			im.Label, gib(im.Stats.Data), gib(im.Stats.Zero), gib(im.Stats.Hole))
 	}
-	fmt.Fprintln(out)
-	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, strings.Join(columns, "\t"))
-	for _, w := range r.Rows {
-		fmt.Fprintln(tw, strings.Join(w.cells(), "\t"))
+	if len(r.Rows) > 0 {
+		fmt.Fprintln(out)
+		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, strings.Join(columns, "\t"))
+		for _, w := range r.Rows {
+			fmt.Fprintln(tw, strings.Join(w.cells(), "\t"))
+		}
+		_ = tw.Flush()
 	}
-	_ = tw.Flush()
+	r.floorsText(out)
 	if len(r.Goals) > 0 {
 		fmt.Fprintln(out, "\ngoals:")
 		for _, g := range r.Goals {
@@ -393,14 +403,17 @@ func (r *report) Markdown(out io.Writer) {
 		fmt.Fprintf(out, "- image %s: %.2f GiB data, %.2f GiB zero clusters, %.2f GiB holes\n",
 			im.Label, gib(im.Stats.Data), gib(im.Stats.Zero), gib(im.Stats.Hole))
 	}
-	fmt.Fprintf(out, "\n| %s |\n|%s\n", strings.Join(columns, " | "), strings.Repeat("---|", len(columns)))
-	for _, w := range r.Rows {
-		c := w.cells()
-		for len(c) < len(columns) {
-			c = append(c, "")
+	if len(r.Rows) > 0 {
+		fmt.Fprintf(out, "\n| %s |\n|%s\n", strings.Join(columns, " | "), strings.Repeat("---|", len(columns)))
+		for _, w := range r.Rows {
+			c := w.cells()
+			for len(c) < len(columns) {
+				c = append(c, "")
+			}
+			fmt.Fprintf(out, "| %s |\n", strings.Join(c, " | "))
 		}
-		fmt.Fprintf(out, "| %s |\n", strings.Join(c, " | "))
 	}
+	r.floorsMarkdown(out)
 	if len(r.Goals) > 0 {
 		fmt.Fprint(out, "\n| goal | want | got | met |\n|---|---|---|---|\n")
 		for _, g := range r.Goals {
@@ -425,4 +438,253 @@ func (r *report) Save(dir string) error {
 	var md bytes.Buffer
 	r.Markdown(&md)
 	return os.WriteFile(filepath.Join(dir, "results.md"), md.Bytes(), 0o644)
+}
+
+// floorRow is the medians of one floor's runs.
+type floorRow struct {
+	Floor string `json:"floor"`
+	Runs  int    `json:"runs"` // successful runs the medians are over
+	// CPUPerGiB is the measured process's CPU seconds per GiB moved, Min
+	// and Max the range over the runs; SystemPerGiB the system (kernel)
+	// part of it.
+	CPUPerGiB    float64 `json:"cpu_s_per_gib"`
+	MinPerGiB    float64 `json:"min_cpu_s_per_gib"`
+	MaxPerGiB    float64 `json:"max_cpu_s_per_gib"`
+	SystemPerGiB float64 `json:"system_s_per_gib"`
+	GiBps        float64 `json:"gib_per_s"`
+	// PeerCPUPerGiB is the other end's CPU seconds per GiB (sockets).
+	PeerCPUPerGiB float64 `json:"peer_cpu_s_per_gib,omitempty"`
+	TLS           string  `json:"tls,omitempty"`
+	Note          string  `json:"note,omitempty"`
+}
+
+// daemonFloor is the least CPU imageiod can spend per GiB on one data
+// path: the sum of the floors the path is made of.
+type daemonFloor struct {
+	Path  string   `json:"path"`
+	Parts []string `json:"parts"`
+	// Floor is the sum of the parts' medians, Min and Max the sums of
+	// their minimums and maximums, in CPU seconds per GiB.
+	Floor float64 `json:"floor_cpu_s_per_gib"`
+	Min   float64 `json:"min_cpu_s_per_gib"`
+	Max   float64 `json:"max_cpu_s_per_gib"`
+	// Goal is the goal of issue 3 (HTTPS paths only).
+	Goal     float64 `json:"goal_cpu_s_per_gib,omitempty"`
+	Scenario string  `json:"scenario"`
+	// Imageiod is the daemon CPU seconds per data GiB of Scenario on
+	// Image in the same run; absent when the scenario did not run.
+	Image    string  `json:"image,omitempty"`
+	Imageiod float64 `json:"imageiod_cpu_s_per_data_gib,omitempty"`
+}
+
+// daemonPaths are imageiod's data paths in the benchmark: it reads the
+// body from the client and writes it to qemu-nbd over a Unix socket
+// (upload), or the other way round (download).
+var daemonPaths = []struct {
+	path     string
+	parts    []string
+	scenario string
+	goal     float64
+}{
+	{"HTTPS upload", []string{flTLSReceive, flUnixSend}, scUploadTLS, goalDaemonCPU},
+	{"HTTPS download", []string{flUnixReceive, flTLSSend}, scDownloadTLS, goalDaemonCPU},
+	{"Unix socket upload", []string{flUnixReceive, flUnixSend}, scUploadUnix, 0},
+	{"Unix socket download", []string{flUnixReceive, flUnixSend}, scDownUnix, 0},
+}
+
+// addFloors adds the floors' medians and the daemon floors to the report.
+// Call it after newReport, which makes the scenario rows.
+func (r *report) addFloors(cfg config, results []floorResult) {
+	if len(results) == 0 {
+		return
+	}
+	r.FloorSize, r.FloorResults = cfg.FloorSize, results
+	rows := map[string]floorRow{}
+	for _, fl := range floors {
+		var runs []floorResult
+		note := ""
+		for _, res := range results {
+			switch {
+			case res.Floor != fl.Name:
+			case res.Error != "":
+				note = "error: " + firstLine(res.Error)
+			default:
+				runs = append(runs, res)
+			}
+		}
+		if len(runs) == 0 && note == "" {
+			continue // not selected
+		}
+		w := floorRow{Floor: fl.Name, Runs: len(runs), Note: note}
+		if len(runs) > 0 {
+			w.Note = "" // some runs worked; errors are in the JSON
+			w.fillFloor(runs)
+		}
+		rows[fl.Name] = w
+		r.Floors = append(r.Floors, w)
+	}
+	var main string
+	if len(r.Images) > 0 {
+		main = r.Images[0].Label
+	}
+	for _, p := range daemonPaths {
+		d := daemonFloor{Path: p.path, Parts: p.parts, Goal: p.goal, Scenario: p.scenario}
+		complete := true
+		for _, part := range p.parts {
+			w, ok := rows[part]
+			if !ok || w.Runs == 0 {
+				complete = false
+				break
+			}
+			d.Floor += w.CPUPerGiB
+			d.Min += w.MinPerGiB
+			d.Max += w.MaxPerGiB
+		}
+		if !complete {
+			continue
+		}
+		if w, ok := r.find(main, p.scenario); ok && w.DaemonCPUPerGiB > 0 {
+			d.Image, d.Imageiod = main, w.DaemonCPUPerGiB
+		}
+		r.DaemonFloors = append(r.DaemonFloors, d)
+	}
+}
+
+// fillFloor sets the row to the medians of runs.
+func (w *floorRow) fillFloor(runs []floorResult) {
+	per := make([]float64, len(runs))
+	f := func(get func(floorResult) float64) float64 {
+		v := make([]float64, len(runs))
+		for i, res := range runs {
+			v[i] = get(res)
+		}
+		return median(v)
+	}
+	for i, res := range runs {
+		per[i] = res.PerGiB()
+	}
+	w.CPUPerGiB = median(per) // sorts per
+	w.MinPerGiB, w.MaxPerGiB = per[0], per[len(per)-1]
+	w.SystemPerGiB = f(func(r floorResult) float64 { return r.System / gib(r.Bytes) })
+	w.GiBps = f(func(r floorResult) float64 {
+		if r.Wall <= 0 {
+			return 0
+		}
+		return gib(r.Bytes) / r.Wall
+	})
+	w.PeerCPUPerGiB = f(func(r floorResult) float64 { return r.PeerCPU / gib(r.Bytes) })
+	w.TLS = runs[0].TLS
+}
+
+// floorName is a floor's name without the "floor " prefix.
+func floorName(name string) string { return strings.TrimPrefix(name, "floor ") }
+
+func floorNames(names []string) string {
+	short := make([]string, len(names))
+	for i, n := range names {
+		short[i] = floorName(n)
+	}
+	return strings.Join(short, " + ")
+}
+
+var floorColumns = []string{"floor", "CPU s/GiB", "min-max", "system s/GiB", "GiB/s", "peer CPU s/GiB"}
+
+func (w floorRow) cells() []string {
+	if w.Runs == 0 {
+		return []string{floorName(w.Floor), w.Note}
+	}
+	peer := "-"
+	if w.PeerCPUPerGiB > 0 {
+		peer = fmt.Sprintf("%.3f", w.PeerCPUPerGiB)
+	}
+	return []string{floorName(w.Floor), fmt.Sprintf("%.3f", w.CPUPerGiB), fmt.Sprintf("%.3f-%.3f", w.MinPerGiB, w.MaxPerGiB),
+		fmt.Sprintf("%.3f", w.SystemPerGiB), fmt.Sprintf("%.2f", w.GiBps), peer}
+}
+
+var daemonFloorColumns = []string{"imageiod path", "floor CPU s/GiB", "min-max", "goal", "imageiod CPU s/data GiB", "sum of"}
+
+func (d daemonFloor) cells() []string {
+	goal, measured := "-", "-"
+	if d.Goal > 0 {
+		goal = fmt.Sprintf("%.2f", d.Goal)
+	}
+	if d.Imageiod > 0 {
+		measured = fmt.Sprintf("%.2f (%s)", d.Imageiod, d.Image)
+	}
+	return []string{d.Path, fmt.Sprintf("%.3f", d.Floor), fmt.Sprintf("%.3f-%.3f", d.Min, d.Max), goal, measured,
+		floorNames(d.Parts)}
+}
+
+// floorsHeading says what the floors tables are.
+func (r *report) floorsHeading() string {
+	runs := 0
+	for _, w := range r.Floors {
+		runs = max(runs, w.Runs)
+	}
+	tls := ""
+	for _, w := range r.Floors {
+		if w.TLS != "" {
+			tls = "; TLS: " + w.TLS
+			break
+		}
+	}
+	return fmt.Sprintf("floors: %s moved per floor between two processes on loopback; CPU of the measured process only "+
+		"(the TLS server for tls), medians of %d runs%s", formatSize(r.FloorSize), runs, tls)
+}
+
+const daemonFloorsHeading = "imageiod floors: the floors its data path is made of, added up, next to the goal and imageiod's CPU in this run"
+
+// floorsText writes the floors tables for a terminal.
+func (r *report) floorsText(out io.Writer) {
+	if len(r.Floors) == 0 {
+		return
+	}
+	fmt.Fprintf(out, "\n%s\n\n", r.floorsHeading())
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(floorColumns, "\t"))
+	for _, w := range r.Floors {
+		fmt.Fprintln(tw, strings.Join(w.cells(), "\t"))
+	}
+	_ = tw.Flush()
+	if len(r.DaemonFloors) == 0 {
+		return
+	}
+	fmt.Fprintf(out, "\n%s\n\n", daemonFloorsHeading)
+	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(daemonFloorColumns, "\t"))
+	for _, d := range r.DaemonFloors {
+		fmt.Fprintln(tw, strings.Join(d.cells(), "\t"))
+	}
+	_ = tw.Flush()
+}
+
+// floorsMarkdown writes the floors tables as Markdown.
+func (r *report) floorsMarkdown(out io.Writer) {
+	if len(r.Floors) == 0 {
+		return
+	}
+	table := func(columns []string, rows [][]string) {
+		fmt.Fprintf(out, "| %s |\n|%s\n", strings.Join(columns, " | "), strings.Repeat("---|", len(columns)))
+		for _, c := range rows {
+			for len(c) < len(columns) {
+				c = append(c, "")
+			}
+			fmt.Fprintf(out, "| %s |\n", strings.Join(c, " | "))
+		}
+	}
+	fmt.Fprintf(out, "\n%s.\n\n", r.floorsHeading())
+	var rows [][]string
+	for _, w := range r.Floors {
+		rows = append(rows, w.cells())
+	}
+	table(floorColumns, rows)
+	if len(r.DaemonFloors) == 0 {
+		return
+	}
+	fmt.Fprintf(out, "\n%s.\n\n", daemonFloorsHeading)
+	rows = nil
+	for _, d := range r.DaemonFloors {
+		rows = append(rows, d.cells())
+	}
+	table(daemonFloorColumns, rows)
 }
