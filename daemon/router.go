@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/imageio/imageio/backend"
+	httpbackend "github.com/imageio/imageio/backend/http"
 	"github.com/imageio/imageio/ticket"
 )
 
@@ -57,8 +58,56 @@ func toHTTPError(err error) *httpError {
 		return &httpError{Code: http.StatusRequestedRangeNotSatisfiable, Msg: "Requested range out of allowed range", Err: err}
 	case errors.Is(err, backend.ErrNotSupported):
 		return &httpError{Code: http.StatusNotFound, Msg: "Operation not supported: " + firstLine(err), Err: err}
+	case errors.Is(err, backend.ErrNoSpace):
+		return &httpError{Code: http.StatusInsufficientStorage, Msg: noSpaceMessage(err), Err: err}
 	}
 	return &httpError{Code: http.StatusInternalServerError, Msg: internalErrorMsg, Err: err}
+}
+
+// noSpaceMsg starts the message of a 507.
+const noSpaceMsg = "No space left on the storage"
+
+// noSpaceMessage is the client message for a backend error matching
+// backend.ErrNoSpace. A 507 from an upstream daemon (a proxy ticket) is
+// passed on with that daemon's message. Otherwise the message names only
+// the innermost cause (the errno or the NBD error), not the layers above
+// it, which name the backend's socket or file.
+func noSpaceMessage(err error) string {
+	var se *httpbackend.ServerError
+	if errors.As(err, &se) && se.Code == http.StatusInsufficientStorage && se.Message != "" {
+		return se.Message
+	}
+	c := innermost(err)
+	if errors.Is(c, backend.ErrNoSpace) {
+		return noSpaceMsg
+	}
+	msg := c.Error()
+	if i := strings.IndexByte(msg, '\n'); i >= 0 {
+		msg = msg[:i]
+	}
+	return noSpaceMsg + ": " + msg
+}
+
+// innermost follows err's chain to its end. Where an error wraps several
+// (fmt.Errorf with two %w: the sentinel first, then the cause), the last
+// one is followed.
+func innermost(err error) error {
+	for range 100 {
+		var next error
+		switch u := err.(type) {
+		case interface{ Unwrap() []error }:
+			if errs := u.Unwrap(); len(errs) > 0 {
+				next = errs[len(errs)-1]
+			}
+		case interface{ Unwrap() error }:
+			next = u.Unwrap()
+		}
+		if next == nil {
+			return err
+		}
+		err = next
+	}
+	return err
 }
 
 func firstLine(err error) string {
@@ -173,6 +222,9 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 		// the connection, which tells the client.
 		return
 	}
+	if he.Code == http.StatusInsufficientStorage && !he.Close {
+		drainBody(hr, body)
+	}
 	if he.Close || unreadBody(hr, body) {
 		w.Header().Set("Connection", "close")
 	}
@@ -180,6 +232,23 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 		w.Header().Set("Content-Range", he.ContentRange)
 	}
 	writeError(w, he.Code, he.Msg)
+}
+
+// maxDrain is the most of a request body that is read and thrown away
+// after a 507, so that a client that sends its whole body before it reads
+// the answer (ours does over the Unix socket) gets the 507 instead of a
+// broken pipe, which it would take for a network error and retry. Our
+// client sends at most 128 MiB per request. With more left unread the
+// connection is closed as after other errors.
+const maxDrain = 128 << 20
+
+// drainBody reads the rest of the request body, if there is at most
+// maxDrain of it, and throws it away.
+func drainBody(r *http.Request, body *countingBody) {
+	if !unreadBody(r, body) || r.ContentLength < 0 || r.ContentLength-body.n > maxDrain {
+		return
+	}
+	io.Copy(io.Discard, body)
 }
 
 // unreadBody reports whether part of the request body was not read; the
