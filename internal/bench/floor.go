@@ -25,6 +25,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"syscall"
 	"time"
 )
@@ -450,7 +451,11 @@ type floorResult struct {
 	// PeerCPU is the other end's CPU seconds (socket floors).
 	PeerCPU float64 `json:"peer_cpu_s,omitempty"`
 	TLS     string  `json:"tls,omitempty"`
-	Error   string  `json:"error,omitempty"`
+	// OtherLoad is the percentage of the machine's CPU time (all CPUs)
+	// that went to other work while the floor ran, its processes'
+	// start-up included; -1 when unknown.
+	OtherLoad float64 `json:"other_load_pct"`
+	Error     string  `json:"error,omitempty"`
 }
 
 // PerGiB returns CPU seconds per GiB moved.
@@ -502,6 +507,7 @@ func (h *harness) runFloor(ctx context.Context, fl floor, size int64) floorResul
 	spec := floorSpec{Kind: fl.Kind, Op: fl.Op, Server: true, Buffered: fl.Buffered, Size: size, Timeout: floorTimeout(size)}
 	var reps []floorReport
 	var err error
+	load := startLoad()
 	if fl.Kind == floorAES {
 		reps, err = h.floorProcesses(ctx, []floorSpec{spec}, nil)
 	} else {
@@ -514,10 +520,16 @@ func (h *harness) runFloor(ctx context.Context, fl floor, size int64) floorResul
 		res.Error = err.Error()
 		return res
 	}
+	wall := time.Since(load.start).Seconds()
+	busy, _ := load.stop()
 	m := reps[0]
 	res.Bytes, res.User, res.System, res.CPU, res.Wall, res.TLS = m.Bytes, m.User, m.System, m.CPU(), m.Wall, m.TLS
 	if len(reps) > 1 {
 		res.PeerCPU = reps[1].CPU()
+	}
+	res.OtherLoad = -1
+	if busy >= 0 && wall > 0 {
+		res.OtherLoad = min(100, max(0, 100*(busy-res.CPU-res.PeerCPU)/(wall*float64(runtime.NumCPU()))))
 	}
 	return res
 }

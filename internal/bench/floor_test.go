@@ -90,6 +90,9 @@ func TestFloors(t *testing.T) {
 			if fl.Kind != floorAES && !(res.PeerCPU > 0) {
 				t.Errorf("peer CPU = %v, want above 0", res.PeerCPU)
 			}
+			if res.OtherLoad < -1 || res.OtherLoad > 100 {
+				t.Errorf("other load = %v %%, want -1 (unknown) or 0 to 100", res.OtherLoad)
+			}
 			if fl.Kind == floorTLS && !strings.HasPrefix(res.TLS, "TLS 1.3 ") {
 				t.Errorf("TLS = %q, want TLS 1.3 as imageiod negotiates with Go clients", res.TLS)
 			}
@@ -259,10 +262,10 @@ func TestReportFloors(t *testing.T) {
 	}
 	const g = 1 << 30
 	floorResults := []floorResult{
-		{Floor: flTLSReceive, Run: 1, Bytes: g, CPU: 0.6, System: 0.3, Wall: 1, PeerCPU: 0.5, TLS: "TLS 1.3 TLS_AES_128_GCM_SHA256"},
-		{Floor: flTLSReceive, Run: 2, Bytes: g, CPU: 0.5, System: 0.3, Wall: 1, PeerCPU: 0.5, TLS: "TLS 1.3 TLS_AES_128_GCM_SHA256"},
-		{Floor: flTLSReceive, Run: 3, Bytes: g, CPU: 0.7, System: 0.3, Wall: 1, PeerCPU: 0.5, TLS: "TLS 1.3 TLS_AES_128_GCM_SHA256"},
-		{Floor: flUnixSend, Run: 1, Bytes: g, CPU: 0.2, System: 0.2, Wall: 0.5, PeerCPU: 0.1},
+		{Floor: flTLSReceive, Run: 1, Bytes: g, CPU: 0.6, System: 0.3, Wall: 1, PeerCPU: 0.5, TLS: "TLS 1.3 TLS_AES_128_GCM_SHA256", OtherLoad: 20},
+		{Floor: flTLSReceive, Run: 2, Bytes: g, CPU: 0.5, System: 0.3, Wall: 1, PeerCPU: 0.5, TLS: "TLS 1.3 TLS_AES_128_GCM_SHA256", OtherLoad: 5},
+		{Floor: flTLSReceive, Run: 3, Bytes: g, CPU: 0.7, System: 0.3, Wall: 1, PeerCPU: 0.5, TLS: "TLS 1.3 TLS_AES_128_GCM_SHA256", OtherLoad: 10},
+		{Floor: flUnixSend, Run: 1, Bytes: g, CPU: 0.2, System: 0.2, Wall: 0.5, PeerCPU: 0.1, OtherLoad: -1},
 		{Floor: flUnixReceive, Run: 1, Bytes: g, CPU: 0.1, System: 0.1, Wall: 0.5, PeerCPU: 0.2},
 		{Floor: flTLSSend, Run: 1, Error: "floor-peer tls send: exit status 1: boom\nmore"},
 		{Floor: flAESSeal, Run: 1, Bytes: 2 * g, CPU: 0.3, Wall: 0.3},
@@ -318,7 +321,8 @@ func TestReportFloors(t *testing.T) {
 		}
 	}
 	for _, s := range []string{
-		"| tls receive | 0.600 | 0.500-0.700 | 0.300 | 1.00 | 0.500 |",
+		"| tls receive | 0.600 | 0.500-0.700 | 0.300 | 1.00 | 0.500 | 10 |",
+		"| unix send | 0.200 | 0.200-0.200 | 0.200 | 2.00 | 0.100 | - |",
 		"| HTTPS upload | 0.800 | 0.700-0.900 | 0.50 | 1.30 (4G) | tls receive + unix send |",
 		"| Unix socket upload | 0.300 | 0.300-0.300 | - | - | unix receive + unix send |",
 	} {

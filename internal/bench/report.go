@@ -455,7 +455,9 @@ type floorRow struct {
 	// PeerCPUPerGiB is the other end's CPU seconds per GiB (sockets).
 	PeerCPUPerGiB float64 `json:"peer_cpu_s_per_gib,omitempty"`
 	TLS           string  `json:"tls,omitempty"`
-	Note          string  `json:"note,omitempty"`
+	// OtherLoad is as in row; -1 when unknown.
+	OtherLoad float64 `json:"other_load_pct"`
+	Note      string  `json:"note,omitempty"`
 }
 
 // daemonFloor is the least CPU imageiod can spend per GiB on one data
@@ -574,6 +576,7 @@ func (w *floorRow) fillFloor(runs []floorResult) {
 	})
 	w.PeerCPUPerGiB = f(func(r floorResult) float64 { return r.PeerCPU / gib(r.Bytes) })
 	w.TLS = runs[0].TLS
+	w.OtherLoad = f(func(r floorResult) float64 { return r.OtherLoad })
 }
 
 // floorName is a floor's name without the "floor " prefix.
@@ -587,7 +590,7 @@ func floorNames(names []string) string {
 	return strings.Join(short, " + ")
 }
 
-var floorColumns = []string{"floor", "CPU s/GiB", "min-max", "system s/GiB", "GiB/s", "peer CPU s/GiB"}
+var floorColumns = []string{"floor", "CPU s/GiB", "min-max", "system s/GiB", "GiB/s", "peer CPU s/GiB", "other load %"}
 
 func (w floorRow) cells() []string {
 	if w.Runs == 0 {
@@ -597,8 +600,12 @@ func (w floorRow) cells() []string {
 	if w.PeerCPUPerGiB > 0 {
 		peer = fmt.Sprintf("%.3f", w.PeerCPUPerGiB)
 	}
+	load := "-"
+	if w.OtherLoad >= 0 {
+		load = fmt.Sprintf("%.0f", w.OtherLoad)
+	}
 	return []string{floorName(w.Floor), fmt.Sprintf("%.3f", w.CPUPerGiB), fmt.Sprintf("%.3f-%.3f", w.MinPerGiB, w.MaxPerGiB),
-		fmt.Sprintf("%.3f", w.SystemPerGiB), fmt.Sprintf("%.2f", w.GiBps), peer}
+		fmt.Sprintf("%.3f", w.SystemPerGiB), fmt.Sprintf("%.2f", w.GiBps), peer, load}
 }
 
 var daemonFloorColumns = []string{"imageiod path", "floor CPU s/GiB", "min-max", "goal", "imageiod CPU s/data GiB", "sum of"}
