@@ -78,7 +78,7 @@ func uploadData(ctx context.Context, req copyRequest) (copyResult, error) {
 	req.Log.Debug("upload finished", "url", res.URL, "copied", res.Stats.Copied, "zeroed", res.Stats.Zeroed,
 		"skipped", res.Stats.Skipped, "requests", res.Stats.Requests, "workers", res.Stats.Workers, "elapsed", res.Stats.Elapsed)
 	if err != nil {
-		return copyResult{}, explain(err)
+		return copyResult{}, explain(explainNoSpace(err, req.Path))
 	}
 	return resultOf(res), nil
 }
@@ -105,7 +105,7 @@ func downloadData(ctx context.Context, req copyRequest) (copyResult, error) {
 	req.Log.Debug("download finished", "url", res.URL, "copied", res.Stats.Copied, "zeroed", res.Stats.Zeroed,
 		"skipped", res.Stats.Skipped, "requests", res.Stats.Requests, "workers", res.Stats.Workers, "elapsed", res.Stats.Elapsed)
 	if err != nil {
-		return copyResult{}, explain(err)
+		return copyResult{}, explain(explainLocalNoSpace(err, req.Path))
 	}
 	return resultOf(res), nil
 }

@@ -8,7 +8,9 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/imageio/imageio/backend"
 	httpbackend "github.com/imageio/imageio/backend/http"
+	"github.com/imageio/imageio/nbd"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 )
@@ -147,4 +149,44 @@ func explain(err error) error {
 		return fmt.Errorf("%w (the transfer ticket is unknown, expired or finished)", err)
 	}
 	return err
+}
+
+// noSpaceError is a copy that stopped because the storage it was writing
+// to is full. Its message is one short line for the user; the error it
+// wraps keeps the whole chain for errors.Is.
+type noSpaceError struct {
+	msg string
+	err error
+}
+
+func (e *noSpaceError) Error() string { return e.msg }
+
+func (e *noSpaceError) Unwrap() error { return e.err }
+
+// explainNoSpace shortens the error of an upload of path that stopped
+// because the daemon's storage is full (a 507) to the daemon's message.
+// The retry rules never resend such a request, so this is the first
+// failure. Other errors are returned as they are.
+func explainNoSpace(err error, path string) error {
+	var se *httpbackend.ServerError
+	if !errors.Is(err, backend.ErrNoSpace) || !errors.As(err, &se) || se.Message == "" {
+		return err
+	}
+	return &noSpaceError{msg: fmt.Sprintf("uploading %q: the storage is full: %s", path, se.Message), err: err}
+}
+
+// explainLocalNoSpace shortens the error of a download to path that
+// stopped because the local file system is full: the local qemu-nbd
+// answered a write or zero with ENOSPC. Other errors are returned as they
+// are.
+func explainLocalNoSpace(err error, path string) error {
+	if !errors.Is(err, backend.ErrNoSpace) {
+		return err
+	}
+	msg := fmt.Sprintf("downloading to %q: the local file system is full", path)
+	var ne *nbd.Error
+	if errors.As(err, &ne) {
+		msg += ": " + ne.Error()
+	}
+	return &noSpaceError{msg: msg, err: err}
 }
