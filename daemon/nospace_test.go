@@ -150,6 +150,59 @@ func TestNoSpace(t *testing.T) {
 	}
 }
 
+// TestNoSpaceFlush flushes an export whose writes succeed and whose flush
+// fails with ENOSPC (an nbdkit eval script), directly and through a proxy
+// daemon: PATCH flush and PUT with flush=y get 507, and the connection
+// stays usable.
+func TestNoSpaceFlush(t *testing.T) {
+	const size = 8 << 20
+	url := startNBDKit(t, "eval", "get_size=echo 8M",
+		"pread=dd if=/dev/zero count=$3 iflag=count_bytes status=none",
+		"pwrite=cat >/dev/null", "can_write=exit 0", "can_flush=exit 0",
+		"flush=echo ENOSPC storage full >&2; exit 1")
+	host := startDaemon(t, func(c *config.Config) { c.Local.Enable = false })
+	host.addTicket(t, "flush-ticket-0001", url, size, `["read", "write"]`)
+	proxy := startDaemon(t, func(c *config.Config) {
+		c.Local.Enable = false
+		c.BackendHTTP.CAFile = host.tls.CAFile
+	})
+	proxy.addTicket(t, "flush-ticket-0001", host.base+"/images/flush-ticket-0001", size, `["read", "write"]`)
+	for _, d := range []struct {
+		name string
+		e    *daemonEnv
+	}{{"direct", host}, {"proxy", proxy}} {
+		image := d.e.base + "/images/flush-ticket-0001"
+		t.Run(d.name, func(t *testing.T) {
+			// A write without flush succeeds.
+			if got := doTraced(t, d.e.https, "PUT", image+"?flush=n", pattern(4096, 1)); got.code != http.StatusOK {
+				t.Fatalf("PUT flush=n = %v, want 200", got)
+			}
+			tests := []struct {
+				name   string
+				method string
+				url    string
+				body   []byte
+			}{
+				{"patch flush", "PATCH", image, []byte(`{"op": "flush"}`)},
+				{"put flush", "PUT", image + "?flush=y", pattern(4096, 2)},
+			}
+			for _, tc := range tests {
+				t.Run(tc.name, func(t *testing.T) {
+					got := doTraced(t, d.e.https, tc.method, tc.url, tc.body)
+					t.Logf("%s: %v", tc.method, got)
+					if got.code != http.StatusInsufficientStorage || got.body != noSpaceBody || got.close {
+						t.Fatalf("%s = %v, want 507 %q keeping the connection", tc.method, got, noSpaceBody)
+					}
+					next := doTraced(t, d.e.https, "GET", image, nil, "Range: bytes=0-4095")
+					if next.code != http.StatusPartialContent || !next.reused {
+						t.Errorf("GET after the 507 = %v, want 206 on the same connection", next)
+					}
+				})
+			}
+		})
+	}
+}
+
 // TestNoSpaceMessage checks the client message of 507 for the errors the
 // backends return.
 func TestNoSpaceMessage(t *testing.T) {
