@@ -2,9 +2,11 @@ package commands
 
 import (
 	"context"
+	"fmt"
 	"io"
 
 	"github.com/imageio/imageio/engine"
+	"github.com/imageio/imageio/transfer"
 
 	"github.com/urfave/cli/v2"
 )
@@ -101,6 +103,13 @@ func runDownload(ctx context.Context, opts downloadOptions, args []string, stdou
 	url, file, err := opts.check(args)
 	if err != nil {
 		return err
+	}
+	if opts.BackingFile != "" {
+		// Before the engine or the daemon is contacted: a backing file
+		// that cannot be opened fails at once, and no transfer is opened.
+		if opts.BackingFormat, err = transfer.CheckBackingFile(ctx, file, opts.BackingFile, opts.BackingFormat); err != nil {
+			return fmt.Errorf("downloading to %q: %w", file, err)
+		}
 	}
 	bufSize, _ := opts.bufferBytes()
 	log := newLogger(stderr, opts.Debug)

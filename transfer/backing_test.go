@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/imageio/imageio/backend"
@@ -109,34 +110,6 @@ func (s *imageiod) serve(t *testing.T, path, format string, noBacking bool) stri
 	return s.addTicket(t, srv.URL(), info.VirtualSize)
 }
 
-// skipIfRawHoles skips the test when the daemon reports holes for the
-// raw image at url. A raw image has no backing chain, so it has no holes:
-// the reference daemon never reports them ("hole" needs
-// qemu:allocation-depth, which qemu-nbd does not offer for raw images).
-// Holes read from base:allocation alone are sparse ranges that must read
-// as zeros, but a download into an overlay leaves holes to the backing
-// file. The daemon's nbd backend reports them today; this check turns the
-// test on once it no longer does.
-func skipIfRawHoles(t *testing.T, url, caFile string) {
-	t.Helper()
-	ctx := context.Background()
-	b, err := httpbackend.Open(ctx, url, httpbackend.Options{CAFile: caFile})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	ext, err := b.Extents(ctx, backend.ContextZero)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ext {
-		if e.Hole {
-			t.Skipf("known bug: the daemon reports a hole at %d+%d of a raw NBD export; "+
-				"the overlay would show the backing file there", e.Start, e.Length)
-		}
-	}
-}
-
 // readContent returns the content of the image at path as its guest sees
 // it (through its backing chain), converted to raw by qemu-img.
 func readContent(t *testing.T, path, format string) []byte {
@@ -205,6 +178,8 @@ func TestDownloadBackingFile(t *testing.T) {
 		source func(t *testing.T) (string, string, string)
 		// base and its format; "" format leaves it to be probed.
 		base, baseFormat string
+		// holesToBacking leaves the source's holes to the base.
+		holesToBacking bool
 		// maxCopied, if > 0, bounds the data bytes fetched.
 		maxCopied int64
 	}{
@@ -220,9 +195,20 @@ func TestDownloadBackingFile(t *testing.T) {
 			name: "raw over nbd",
 			source: func(t *testing.T) (string, string, string) {
 				p := makeSource(t, t.TempDir(), baseQcow2, "qcow2", "raw")
-				url := s.serve(t, p, "raw", false)
-				skipIfRawHoles(t, url, s.tls.CAFile)
-				return p, "raw", url
+				return p, "raw", s.serve(t, p, "raw", false)
+			},
+			base: baseQcow2, baseFormat: "qcow2",
+		},
+		{
+			// qemu-img convert leaves the zeros unallocated: holes of a
+			// whole disk, which read as zeros and must hide the base.
+			name: "sparse qcow2 over nbd",
+			source: func(t *testing.T) (string, string, string) {
+				dir := t.TempDir()
+				p := makeSource(t, dir, baseQcow2, "qcow2", "qcow2")
+				sparse := filepath.Join(dir, "sparse.qcow2")
+				testutil.RunCommand(t, "qemu-img", "convert", "-q", "-f", "qcow2", "-O", "qcow2", p, sparse)
+				return sparse, "qcow2", s.serve(t, sparse, "qcow2", false)
 			},
 			base: baseQcow2, baseFormat: "qcow2",
 		},
@@ -259,7 +245,7 @@ func TestDownloadBackingFile(t *testing.T) {
 				return p, "qcow2", s.serve(t, p, "qcow2", true)
 			},
 			base: baseQcow2, baseFormat: "qcow2",
-			maxCopied: 8 << 20,
+			holesToBacking: true, maxCopied: 8 << 20,
 		},
 		{
 			name: "overlay with its chain",
@@ -276,7 +262,8 @@ func TestDownloadBackingFile(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "backup.qcow2")
 			var p progressCheck
 			res, err := Download(ctx, DownloadOptions{URL: url, HTTP: httpbackend.Options{CAFile: s.tls.CAFile},
-				Path: out, BackingFile: tc.base, BackingFormat: tc.baseFormat, Progress: p.fn, Verify: true})
+				Path: out, BackingFile: tc.base, BackingFormat: tc.baseFormat, HolesToBacking: tc.holesToBacking,
+				Progress: p.fn, Verify: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -317,6 +304,48 @@ func TestDownloadBackingFileGrown(t *testing.T) {
 	}
 	if err := qemuimg.Compare(context.Background(), src, out, qemuimg.CompareOptions{FormatA: "qcow2", FormatB: "qcow2", Strict: false}); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestDownloadLayerHolesZeroed downloads a snapshot layer served alone
+// into an overlay of its parent without HolesToBacking: the overlay reads
+// as the remote image (the layer, zeros where it allocates nothing), as
+// for any other disk.
+func TestDownloadLayerHolesZeroed(t *testing.T) {
+	testutil.Need(t, "qemu-img", "qemu-nbd", "qemu-io")
+	s := startDaemon(t, false)
+	dir := t.TempDir()
+	base := makeBase(t, dir, "qcow2", backingSize)
+	layer := makeOverlaySource(t, dir, base, "qcow2")
+	url := s.serve(t, layer, "qcow2", true)
+	out := filepath.Join(dir, "backup.qcow2")
+	res, err := Download(context.Background(), DownloadOptions{URL: url, HTTP: httpbackend.Options{CAFile: s.tls.CAFile},
+		Path: out, BackingFile: base, Verify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Stats.Copied > 8<<20 {
+		t.Errorf("copied %d bytes, want only the layer's data", res.Stats.Copied)
+	}
+	alone := fmt.Sprintf(`json:{"driver": "qcow2", "backing": null, "file": {"driver": "file", "filename": %q}}`, layer)
+	if err := qemuimg.Compare(context.Background(), alone, out, qemuimg.CompareOptions{FormatB: "qcow2"}); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestDownloadHolesToBackingNeedsBacking checks the options that
+// HolesToBacking needs, before the daemon is contacted.
+func TestDownloadHolesToBackingNeedsBacking(t *testing.T) {
+	dir := t.TempDir()
+	for _, o := range []DownloadOptions{
+		{HolesToBacking: true},
+		{HolesToBacking: true, BackingFile: "base.qcow2", Incremental: true},
+	} {
+		o.URL, o.Path = "https://127.0.0.1:1/images/nothing", filepath.Join(dir, "out.qcow2")
+		_, err := Download(context.Background(), o)
+		if err == nil || !strings.Contains(err.Error(), "needs a backing file and a full download") {
+			t.Errorf("%+v: got %v, want an error about the options", o, err)
+		}
 	}
 }
 

@@ -137,14 +137,21 @@ type DownloadOptions struct {
 	Path string
 	// Format is "qcow2" (default) or "raw".
 	Format string
-	// BackingFile and BackingFormat make the new image an overlay (qcow2);
-	// then zero extents are written and holes (ranges the remote image,
-	// such as a snapshot layer served alone, does not allocate) left to
-	// the backing file. The backing file is checked (CheckBackingFile)
-	// before the daemon is contacted; a relative one is relative to the
-	// directory of Path, as with qemu-img create. BackingFormat "" probes
-	// it.
+	// BackingFile and BackingFormat make the new image an overlay (qcow2)
+	// that reads, through its backing file, as the remote image: zero
+	// extents and holes are zeroed (locally, never fetched), since the
+	// backing file may hold data there. The backing file is checked
+	// (CheckBackingFile) before the daemon is contacted; a relative one is
+	// relative to the directory of Path, as with qemu-img create.
+	// BackingFormat "" probes it.
 	BackingFile, BackingFormat string
+	// HolesToBacking leaves the remote's holes to the backing file instead
+	// of zeroing them. It is for a remote image that is one layer served
+	// without its backing chain (a snapshot's shallow transfer), whose
+	// holes are the ranges its parent holds, when BackingFile is a copy
+	// of that parent: then only the layer's own ranges are written. For
+	// a whole disk it would be wrong, as holes there read as zeros.
+	HolesToBacking bool
 	// Workers (default 4, capped by the daemon's max_readers) and
 	// BufferSize (default 4 MiB) as in Options.
 	Workers, BufferSize int
@@ -152,10 +159,9 @@ type DownloadOptions struct {
 	// KeepPartial keeps the image when the download fails or is canceled.
 	KeepPartial bool
 	// Verify compares the block checksums of both ends after the copy.
-	// The new image is read through its backing chain; with a backing
-	// file, the remote's holes (left to it, and read as zeros by the
-	// remote) are compared as zeros, except in an incremental download,
-	// which must read as the whole remote image.
+	// The new image is read through its backing chain; with
+	// HolesToBacking, the remote's holes (which it reads as zeros) are
+	// compared as zeros.
 	Verify bool
 	// Incremental copies only the dirty extents (a backup from a
 	// checkpoint), usually into an overlay of the previous backup.
@@ -175,6 +181,9 @@ func Download(ctx context.Context, o DownloadOptions) (res Result, err error) {
 	}
 	if _, err := os.Lstat(o.Path); err == nil {
 		return res, fmt.Errorf("downloading to %q: %w", o.Path, fs.ErrExist)
+	}
+	if o.HolesToBacking && (o.BackingFile == "" || o.Incremental) {
+		return res, fmt.Errorf("downloading to %q: leaving holes to the backing file needs a backing file and a full download", o.Path)
 	}
 	backingFormat := o.BackingFormat
 	if o.BackingFile != "" {
@@ -232,7 +241,7 @@ func Download(ctx context.Context, o DownloadOptions) (res Result, err error) {
 		Phase:      PhaseDownloading,
 		// A new image reads as zeros, unless it has a backing file.
 		ZeroTarget: o.BackingFile == "",
-		SkipHoles:  true,
+		SkipHoles:  o.HolesToBacking,
 		Dirty:      o.Incremental,
 	})
 	if err != nil {
@@ -240,7 +249,7 @@ func Download(ctx context.Context, o DownloadOptions) (res Result, err error) {
 	}
 	if o.Verify {
 		local := target
-		if o.BackingFile != "" && !o.Incremental {
+		if o.HolesToBacking {
 			// Holes were left to the backing file, and the remote reads
 			// them as zeros: compare the rest.
 			local, err = maskHoles(ctx, target, remote)
