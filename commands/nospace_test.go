@@ -1,25 +1,31 @@
 package commands
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/imageio/imageio/backend"
 	httpbackend "github.com/imageio/imageio/backend/http"
-	"github.com/imageio/imageio/daemon/daemontest"
+	"github.com/imageio/imageio/control"
+	"github.com/imageio/imageio/enginesim"
 	"github.com/imageio/imageio/internal/testutil"
 	"github.com/imageio/imageio/nbd"
 )
 
-// TestUploadNoSpace uploads to a daemon whose ticket is on nbdkit's full
-// plugin (every write and zero fails with ENOSPC), over HTTPS and over
+// TestUploadNoSpace uploads to an imageiod process whose ticket is on
+// nbdkit's full plugin (every write and zero fails with ENOSPC), over HTTPS and over
 // the daemon's local socket: the upload fails at once with exit status 1
 // and one line on stderr that says the storage is full and passes on the
 // daemon's message, without retrying, naming the ticket or leaving a
@@ -45,11 +51,11 @@ func TestUploadNoSpace(t *testing.T) {
 			name = "local socket"
 		}
 		t.Run(name, func(t *testing.T) {
-			d := daemontest.Start(t, daemontest.Options{Local: local})
-			url := d.AddTicket(t, "nbd:unix:"+sock, size)
+			d := startImageiod(t, local)
+			url := d.addTicket(t, "nbd:unix:"+sock, size)
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
-			stdout, stderr, code := runApp(t, ctx, "upload", qcow, "--transfer-url", url, "--cafile", d.TLS.CAFile)
+			stdout, stderr, code := runApp(t, ctx, "upload", qcow, "--transfer-url", url, "--cafile", d.tls.CAFile)
 			t.Logf("stderr:\n%s", stderr)
 			if code != ExitFailure {
 				t.Errorf("exit status %d, want %d", code, ExitFailure)
@@ -76,8 +82,128 @@ func TestUploadNoSpace(t *testing.T) {
 			if left := children("qemu-nbd"); len(left) > 0 {
 				t.Errorf("qemu-nbd left running: pids %v", left)
 			}
+			// The 507 came from the service the client was meant to use.
+			service := "remote"
+			if local {
+				service = "local"
+			}
+			if log := d.log.String(); !regexp.MustCompile(`service=` + service + ` method=PUT path=\S+ status=507 `).MatchString(log) {
+				t.Errorf("imageiod log has no 507 for a PUT on the %s service:\n%s", service, log)
+			}
 		})
 	}
+}
+
+// imageiodProc is an imageiod process started by startImageiod.
+type imageiodProc struct {
+	base string // https://127.0.0.1:PORT
+	tls  testutil.TLSFiles
+	ctl  *control.Client
+	log  *lockedBuffer
+}
+
+// lockedBuffer collects a process's output for the test to read.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// startImageiod builds imageiod (once per test binary) and runs it with
+// HTTPS on a free port of 127.0.0.1, a control socket and, with local, the
+// local socket service, until the test ends.
+func startImageiod(t *testing.T, local bool) *imageiodProc {
+	t.Helper()
+	bin, err := enginesim.BuildImageiod()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Socket paths must be short: not under t.TempDir().
+	dir, err := os.MkdirTemp("", "iod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	files := testutil.NewTLS(t, dir)
+	conf := fmt.Sprintf("[daemon]\ndrop_privileges = false\nsystemd_enable = false\nrun_dir = %s\n\n"+
+		"[tls]\nenable = true\ncert_file = %s\nkey_file = %s\nca_file = %s\n\n"+
+		"[remote]\nhost = 127.0.0.1\nport = 0\n\n"+
+		"[local]\nenable = %v\nsocket = %s\n\n"+
+		"[control]\ntransport = unix\nsocket = %s\n",
+		dir, files.CertFile, files.KeyFile, files.CAFile, local, filepath.Join(dir, "local.sock"), filepath.Join(dir, "control.sock"))
+	if err := os.MkdirAll(filepath.Join(dir, "conf.d"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "conf.d", "50-test.conf"), []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := &imageiodProc{tls: files, ctl: control.NewClient("unix", filepath.Join(dir, "control.sock")), log: &lockedBuffer{}}
+	cmd := exec.Command(bin, "--conf-dir", dir)
+	cmd.Stdout, cmd.Stderr = d.log, d.log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+			t.Errorf("imageiod did not stop on SIGTERM in 10 s")
+		}
+		if t.Failed() {
+			t.Logf("imageiod log:\n%s", d.log.String())
+		}
+	})
+	// The daemon logs its address once it listens.
+	re := regexp.MustCompile(`msg="imageiod started".* remote=(\S+)`)
+	deadline := time.Now().Add(20 * time.Second)
+	for i := 0; ; i++ {
+		if m := re.FindStringSubmatch(d.log.String()); m != nil {
+			d.base = "https://" + m[1]
+			return d
+		}
+		select {
+		case <-exited:
+			t.Fatalf("imageiod exited: %s", d.log.String())
+		default:
+		}
+		if i >= 2000 || time.Now().After(deadline) {
+			t.Fatalf("imageiod did not start in 20 s: %s", d.log.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// addTicket adds a sparse read-write ticket for url through the control
+// socket and returns its transfer URL.
+func (d *imageiodProc) addTicket(t *testing.T, url string, size int64) string {
+	t.Helper()
+	id := newUUID()
+	doc := fmt.Sprintf(`{"uuid": %q, "size": %d, "url": %q, "ops": ["read", "write"], "timeout": 300, "sparse": true}`, id, size, url)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := d.ctl.AddTicket(ctx, []byte(doc)); err != nil {
+		t.Fatalf("adding a ticket: %v", err)
+	}
+	return d.base + "/images/" + id
 }
 
 // children lists the pids of this process's children running command
