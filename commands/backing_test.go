@@ -232,3 +232,12 @@ func TestDownloadBackingFileErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestDownloadBackingFormatAlone checks that --backing-format without
+// --backing-file is a usage error, not ignored.
+func TestDownloadBackingFormatAlone(t *testing.T) {
+	stdout, stderr, code := runApp(t, context.Background(), "download", "https://127.0.0.1:1/images/x", "out.qcow2", "--backing-format", "raw")
+	if code != ExitUsage || !strings.Contains(stderr, "--backing-format goes with --backing-file") || strings.Count(stderr, "\n") != 1 || stdout != "" {
+		t.Errorf("exit %d, stdout %q, stderr %q; want 2 and one line about --backing-file", code, stdout, stderr)
+	}
+}

@@ -92,6 +92,9 @@ func (o *downloadOptions) check(args []string) (url, file string, err error) {
 	if o.BackingFile != "" && o.Format != "qcow2" {
 		return "", "", usageErrorf("download: --backing-file needs --format qcow2")
 	}
+	if o.BackingFormat != "" && o.BackingFile == "" {
+		return "", "", usageErrorf("download: --backing-format goes with --backing-file")
+	}
 	if _, err := o.bufferBytes(); err != nil {
 		return "", "", err
 	}
