@@ -399,26 +399,43 @@ func TestIncrementalBackup(t *testing.T) {
 	testutil.RunCommand(t, "qemu-img", "bitmap", "--add", "-f", "qcow2", disk, "b1")
 	applyChanges(t, disk, "qcow2")
 
-	srv, err = nbdlocal.Start(ctx, nbdlocal.Config{Path: disk, Format: "qcow2", ReadOnly: true, Bitmap: "b1", Shared: 8})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := srv.Stop(); err != nil {
-			t.Error(err)
+	// incremental downloads the changes since the checkpoint bitmap into
+	// an overlay of backing, with a new checkpoint taken at the same time.
+	incremental := func(bitmap, next, path, backing string) Stats {
+		t.Helper()
+		srv, err := nbdlocal.Start(ctx, nbdlocal.Config{Path: disk, Format: "qcow2", ReadOnly: true, Bitmap: bitmap, Shared: 8})
+		if err != nil {
+			t.Fatal(err)
 		}
-	})
-	incr := filepath.Join(dir, "incr.qcow2")
-	res, err := Download(ctx, DownloadOptions{URL: s.d.AddDirtyTicket(t, srv.URL(), backingSize), HTTP: opts,
-		Path: incr, Incremental: true, BackingFile: full, BackingFormat: "qcow2", Verify: true})
-	if err != nil {
-		t.Fatal(err)
+		res, err := Download(ctx, DownloadOptions{URL: s.d.AddDirtyTicket(t, srv.URL(), backingSize), HTTP: opts,
+			Path: path, Incremental: true, BackingFile: backing, BackingFormat: "qcow2", Verify: true})
+		if serr := srv.Stop(); serr != nil {
+			t.Fatal(serr)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		testutil.RunCommand(t, "qemu-img", "bitmap", "--add", "-f", "qcow2", disk, next)
+		t.Logf("stats %+v", res.Stats)
+		return res.Stats
 	}
-	t.Logf("stats %+v", res.Stats)
-	if res.Stats.Copied > 8<<20 {
-		t.Errorf("copied %d bytes, want only the dirty data", res.Stats.Copied)
+	incr := filepath.Join(dir, "incr1.qcow2")
+	if st := incremental("b1", "b2", incr, full); st.Copied > 8<<20 {
+		t.Errorf("copied %d bytes, want only the dirty data", st.Copied)
 	}
 	checkOverlay(t, incr, disk, "qcow2", full, "qcow2")
+
+	// A second level: zeros where the first wrote data and data where it
+	// wrote zeros, on top of incr1 on top of full.
+	testutil.RunCommand(t, "qemu-io", "-f", "qcow2",
+		"-c", "write -z 4M 1M", "-c", "write -P 0x77 12M 1M", "-c", "discard 30M 2M", "-c", "write -P 0 40M 64k", disk)
+	incr2 := filepath.Join(dir, "incr2.qcow2")
+	if st := incremental("b2", "b3", incr2, "incr1.qcow2"); st.Copied > 2<<20 {
+		t.Errorf("copied %d bytes, want only the dirty data", st.Copied)
+	}
+	if err := qemuimg.Compare(ctx, disk, incr2, qemuimg.CompareOptions{FormatA: "qcow2", FormatB: "qcow2"}); err != nil {
+		t.Errorf("second incremental backup: %v", err)
+	}
 }
 
 // TestMaskHoles checks the view verify uses after a download into an
