@@ -250,7 +250,7 @@ func socketFloor(ctx context.Context, spec floorSpec, f *os.File) (floorReport, 
 			return floorReport{}, err
 		}
 		if err := tc.HandshakeContext(ctx); err != nil {
-			return floorReport{}, fmt.Errorf("TLS handshake: %w", err)
+			return floorReport{}, fmt.Errorf("doing the TLS handshake: %w", err)
 		}
 		st := tc.ConnectionState()
 		rep.TLS = tls.VersionName(st.Version) + " " + tls.CipherSuiteName(st.CipherSuite)
@@ -281,7 +281,7 @@ func socketFloor(ctx context.Context, spec floorSpec, f *os.File) (floorReport, 
 	}
 	rep.Bytes = n
 	if err != nil {
-		return rep, fmt.Errorf("%s %s after %d of %d bytes: %w", spec.Kind, spec.Op, n, spec.Size, err)
+		return rep, fmt.Errorf("moving %d bytes (%s %s): stopped after %d: %w", spec.Size, spec.Kind, spec.Op, n, err)
 	}
 	if err := conn.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 		return rep, fmt.Errorf("closing the floor connection: %w", err)
