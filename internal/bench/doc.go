@@ -33,7 +33,7 @@
 //
 //	BENCH_SIZE         virtual size of the main image (default 4G)
 //	BENCH_SPARSE_SIZE  size of the sparse image with little data (default 32G; 0 skips it)
-//	BENCH_RUNS         runs of each scenario; the table shows medians (default 1)
+//	BENCH_RUNS         runs of each scenario and floor; the tables show medians (default 1)
 //	BENCH_ONLY         regular expression selecting scenarios and floors by name
 //	BENCH_WORK         work directory (default bench-work)
 //	BENCH_BIN          directory holding imageio, imageiod and imageioctl (default bin)
