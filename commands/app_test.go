@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -219,6 +220,7 @@ func TestExitCode(t *testing.T) {
 		{"wrapped signal", fmt.Errorf("uploading: %w", &SignalError{Signal: syscall.SIGTERM}), 143},
 		{"bare canceled", fmt.Errorf("copying: %w", context.Canceled), 130},
 		{"deadline", context.DeadlineExceeded, 1},
+		{"qemu-img failed", fmt.Errorf("reading image info: %w", &exec.ExitError{ProcessState: &os.ProcessState{}}), 1},
 	}
 	cases = append(cases, verifyExitCases()...)
 	for _, tc := range cases {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os/exec"
 	"strings"
 	"syscall"
 
@@ -80,8 +81,10 @@ func ExitCode(err error) int {
 		return 128 + int(sig.Signal)
 	case errors.As(err, &usage):
 		return ExitUsage
-	case errors.As(err, &urfave):
-		// Only urfave makes these, for help on an unknown topic.
+	case errors.As(err, &urfave) && !errors.As(err, new(*exec.ExitError)):
+		// Only urfave makes these, for help on an unknown topic. A failed
+		// qemu-img or qemu-nbd (*exec.ExitError) has an ExitCode method
+		// too, but it is a failure, not a usage error.
 		return ExitUsage
 	case isVerifyMismatch(err):
 		return ExitVerifyMismatch
