@@ -320,6 +320,41 @@ func TestDaemonNBDBackend(t *testing.T) {
 	}
 }
 
+// TestRawExportNoHoles checks that extents of a raw export never report
+// holes, with or without qemu:allocation-depth, as the reference daemon:
+// a sparse raw file's unallocated ranges are zero, not holes, so a client
+// with a backing file of its own does not leave them to it.
+func TestRawExportNoHoles(t *testing.T) {
+	testutil.Need(t, "qemu-img", "qemu-io", "qemu-nbd")
+	const size = 4 << 20
+	path := filepath.Join(t.TempDir(), "disk.raw")
+	testutil.MakeImage(t, path, "raw", size, []testutil.Run{
+		{Off: 1 << 20, Len: 1 << 20, Kind: testutil.Data},
+	}, 5)
+	type extent struct {
+		Start, Length int64
+		Zero, Hole    bool
+	}
+	want := []extent{{0, 1 << 20, true, false}, {1 << 20, 1 << 20, false, false}, {2 << 20, 2 << 20, true, false}}
+	e := startDaemon(t, nil)
+	for i, args := range [][]string{nil, {"--allocation-depth"}} {
+		url := "nbd:unix:" + testutil.StartQemuNBD(t, path, "raw", append([]string{"--shared=8", "--export-name=", "--read-only"}, args...)...)
+		id := fmt.Sprintf("raw-ticket-%05d", i)
+		e.addTicket(t, id, url, size, `["read"]`)
+		code, body := get(t, e.https, e.base+"/images/"+id+"/extents")
+		if code != 200 {
+			t.Fatalf("extents %v = %d %s", args, code, body)
+		}
+		var got []extent
+		if err := json.Unmarshal(body, &got); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("extents with qemu-nbd %v (-want +got):\n%s", args, diff)
+		}
+	}
+}
+
 func TestProxyChain(t *testing.T) {
 	testutil.Need(t, "qemu-img", "qemu-io", "qemu-nbd")
 	const size = 6 << 20

@@ -18,6 +18,9 @@ func addNBD(schemes map[string]Scheme, cfg config.Config) {
 				ReadOnly: !t.May(ticket.OpWrite),
 				Sparse:   t.Sparse,
 				Dirty:    t.Dirty,
+				// Holes as the reference reports them: from
+				// allocation depth only, never for raw.
+				HolesFromDepth: true,
 			})
 		},
 		BufferSize: cfg.BackendNBD.BufferSize,

@@ -42,6 +42,11 @@ type Options struct {
 	Dirty bool
 	// Bitmap names the dirty bitmap; it implies Dirty.
 	Bitmap string
+	// HolesFromDepth reports Hole only where qemu:allocation-depth says a
+	// range is unallocated in the top layer, as the reference daemon does:
+	// without that context (a raw export) no extent is a hole, because a
+	// client may leave holes to a backing file of its own.
+	HolesFromDepth bool
 }
 
 // Backend is an open NBD export.
@@ -237,11 +242,12 @@ func (b *Backend) Extents(ctx context.Context, name string) ([]backend.Extent, e
 	if err != nil {
 		return nil, fmt.Errorf("reading extents of %s: %w", b.url, mapError(err))
 	}
+	depth := b.client.HasMetaContext(nbdc.ContextAllocationDepth)
 	out := make([]backend.Extent, 0, len(ext))
 	for _, e := range ext {
 		x := backend.Extent{Start: e.Start, Length: e.Length, Zero: e.Zero || e.Hole}
 		if name == backend.ContextZero {
-			x.Hole = e.Hole
+			x.Hole = e.Hole && (!b.opts.HolesFromDepth || depth)
 		} else {
 			x.Dirty = e.Dirty
 		}
