@@ -155,6 +155,10 @@ func (c *timeoutConn) SetWriteDeadline(t time.Time) error {
 	return c.Conn.SetWriteDeadline(t)
 }
 
+// unixSocketBuffer is the send and receive buffer asked for on an accepted
+// Unix socket connection (the local service).
+const unixSocketBuffer = 4 << 20
+
 // timeoutListener wraps accepted connections in timeoutConn.
 type timeoutListener struct {
 	net.Listener
@@ -168,6 +172,14 @@ func (l *timeoutListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
+	}
+	if u, ok := c.(*net.UnixConn); ok {
+		// A Unix stream socket queues at most the sender's send buffer
+		// (about 208 KiB by default): a GET response would go out in
+		// small parts, waking both ends each time. Errors only cost
+		// speed.
+		_ = u.SetWriteBuffer(unixSocketBuffer)
+		_ = u.SetReadBuffer(unixSocketBuffer)
 	}
 	tc := &timeoutConn{Conn: c, timeout: l.timeout}
 	if l.readBuffer > 0 {
