@@ -1,7 +1,6 @@
 package commands
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,8 +10,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -99,25 +96,7 @@ type imageiodProc struct {
 	base string // https://127.0.0.1:PORT
 	tls  testutil.TLSFiles
 	ctl  *control.Client
-	log  *lockedBuffer
-}
-
-// lockedBuffer collects a process's output for the test to read.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	log  *testutil.LockedBuffer
 }
 
 // startImageiod builds imageiod (once per test binary) and runs it with
@@ -148,30 +127,16 @@ func startImageiod(t *testing.T, local bool) *imageiodProc {
 	if err := os.WriteFile(filepath.Join(dir, "conf.d", "50-test.conf"), []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d := &imageiodProc{tls: files, ctl: control.NewClient("unix", filepath.Join(dir, "control.sock")), log: &lockedBuffer{}}
-	cmd := exec.Command(bin, "--conf-dir", dir)
-	cmd.Stdout, cmd.Stderr = d.log, d.log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		cmd.Wait()
-		close(exited)
-	}()
+	d := &imageiodProc{tls: files, ctl: control.NewClient("unix", filepath.Join(dir, "control.sock")), log: &testutil.LockedBuffer{}}
+	// Cleanups run last first: the log is shown after the daemon stopped.
 	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-			t.Errorf("imageiod did not stop on SIGTERM in 10 s")
-		}
 		if t.Failed() {
 			t.Logf("imageiod log:\n%s", d.log.String())
 		}
 	})
+	cmd := exec.Command(bin, "--conf-dir", dir)
+	cmd.Stdout, cmd.Stderr = d.log, d.log
+	exited := testutil.StartProcess(t, cmd, true)
 	// The daemon logs its address once it listens.
 	re := regexp.MustCompile(`msg="imageiod started".* remote=(\S+)`)
 	deadline := time.Now().Add(20 * time.Second)

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -93,7 +92,7 @@ socket = %s
 [control]
 socket = %s
 `, files.KeyFile, files.CertFile, filepath.Join(dir, "local.sock"), ctlSock))
-	stderr := &lockedBuffer{}
+	stderr := &testutil.LockedBuffer{}
 	cmd := exec.Command(bin, "-c", dir)
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
@@ -162,22 +161,4 @@ socket = %s
 	if strings.Contains(stderr.String(), "proc-ticket-0001") {
 		t.Error("log contains a whole ticket id")
 	}
-}
-
-// lockedBuffer collects a child's output while the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -56,25 +55,9 @@ func StartServer(t testing.TB, network, addr, name string, args ...string) {
 	t.Helper()
 	Need(t, name)
 	cmd := exec.Command(name, args...)
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", name, err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		cmd.Wait()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-	})
+	out := &LockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	exited := StartProcess(t, cmd, false)
 	deadline := time.Now().Add(20 * time.Second)
 	for i := 0; ; i++ {
 		c, err := net.Dial(network, addr)
