@@ -35,20 +35,7 @@ func TestRunBench(t *testing.T) {
 	work := t.TempDir()
 	cfg := config{Work: work, Bin: filepath.Join(work, "no-bin"), Size: 8 << 20, SparseSize: 64 << 20, Runs: 2, Seed: 5,
 		Only: regexp.MustCompile(`convert$|NBD client|upload HTTPS`)}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	var stdout, stderr strings.Builder
-	if err := runBench(ctx, cfg, &stdout, &stderr); err != nil {
-		t.Fatalf("runBench: %v\n%s", err, stderr.String())
-	}
-	b, err := os.ReadFile(filepath.Join(work, "results.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rep report
-	if err := json.Unmarshal(b, &rep); err != nil {
-		t.Fatalf("results.json: %v", err)
-	}
+	rep, stdout, stderr := runBenchJSON(t, cfg)
 	type got struct {
 		Image, Scenario string
 		Runs            int
@@ -428,4 +415,24 @@ func TestParseMachineBusy(t *testing.T) {
 	if _, err := machineBusy(); err != nil {
 		t.Errorf("machineBusy on this machine: %v", err)
 	}
+}
+
+// runBenchJSON runs runBench with cfg (two minutes at most) and returns
+// the report it wrote to results.json and what it printed.
+func runBenchJSON(t *testing.T, cfg config) (rep report, stdout, stderr *strings.Builder) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	stdout, stderr = &strings.Builder{}, &strings.Builder{}
+	if err := runBench(ctx, cfg, stdout, stderr); err != nil {
+		t.Fatalf("runBench: %v\n%s", err, stderr.String())
+	}
+	b, err := os.ReadFile(filepath.Join(cfg.Work, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatalf("results.json: %v", err)
+	}
+	return rep, stdout, stderr
 }

@@ -355,20 +355,7 @@ func TestRunBenchFloors(t *testing.T) {
 	work := t.TempDir()
 	cfg := config{Work: work, Bin: filepath.Join(work, "no-bin"), Size: 8 << 20, Runs: 2, Seed: 1, FloorSize: 16 << 20,
 		Only: regexp.MustCompile(`^floor (unix|aes-128-gcm seal)`)}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	var stdout, stderr strings.Builder
-	if err := runBench(ctx, cfg, &stdout, &stderr); err != nil {
-		t.Fatalf("runBench: %v\n%s", err, stderr.String())
-	}
-	b, err := os.ReadFile(filepath.Join(work, "results.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rep report
-	if err := json.Unmarshal(b, &rep); err != nil {
-		t.Fatalf("results.json: %v", err)
-	}
+	rep, stdout, stderr := runBenchJSON(t, cfg)
 	var names []string
 	for _, w := range rep.Floors {
 		names = append(names, w.Floor)
