@@ -422,79 +422,60 @@ func (b *Backend) zeroRange(ctx context.Context, f *os.File, off, length int64, 
 	if b.blockDev {
 		return b.zeroBlockDevice(ctx, f, off, length, punch)
 	}
-	if punch && !b.noPunch.Load() {
-		err := punchHole(f, off, length)
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, errUnsupported) {
+	if punch {
+		if done, err := attempt(&b.noPunch, func() error { return punchHole(f, off, length) }); done || err != nil {
 			return err
 		}
-		b.noPunch.Store(true)
 	}
-	if !b.noZeroRange.Load() {
-		err := zeroRange(f, off, length)
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, errUnsupported) {
+	if done, err := attempt(&b.noZeroRange, func() error { return zeroRange(f, off, length) }); done || err != nil {
+		return err
+	}
+	if !b.noAllocate.Load() {
+		done, err := attempt(&b.noPunch, func() error { return punchHole(f, off, length) })
+		if err != nil {
 			return err
 		}
-		b.noZeroRange.Store(true)
-	}
-	if !b.noPunch.Load() && !b.noAllocate.Load() {
-		err := punchHole(f, off, length)
-		if err == nil {
-			err = allocate(f, off, length)
-			if err == nil {
-				return nil
-			}
-			if !errors.Is(err, errUnsupported) {
+		if done {
+			if _, err := attempt(&b.noAllocate, func() error { return allocate(f, off, length) }); err != nil {
 				return err
 			}
-			b.noAllocate.Store(true)
-			return nil // the range is a hole, which reads as zeros
+			return nil // allocated, or a hole, which reads as zeros
 		}
-		if !errors.Is(err, errUnsupported) {
-			return err
-		}
-		b.noPunch.Store(true)
 	}
 	return writeZeros(ctx, f, off, length)
 }
 
 func (b *Backend) zeroBlockDevice(ctx context.Context, f *os.File, off, length int64, punch bool) error {
-	if punch && !b.noPunch.Load() {
-		err := punchHole(f, off, length)
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, errUnsupported) {
+	if punch {
+		if done, err := attempt(&b.noPunch, func() error { return punchHole(f, off, length) }); done || err != nil {
 			return err
 		}
-		b.noPunch.Store(true)
 	}
-	if !b.noZeroRange.Load() {
-		err := zeroRange(f, off, length)
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, errUnsupported) {
-			return err
-		}
-		b.noZeroRange.Store(true)
+	if done, err := attempt(&b.noZeroRange, func() error { return zeroRange(f, off, length) }); done || err != nil {
+		return err
 	}
-	if !b.noZeroOut.Load() {
-		err := zeroOut(f, off, length)
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, errUnsupported) {
-			return err
-		}
-		b.noZeroOut.Store(true)
+	if done, err := attempt(&b.noZeroOut, func() error { return zeroOut(f, off, length) }); done || err != nil {
+		return err
 	}
 	return writeZeros(ctx, f, off, length)
+}
+
+// attempt runs one way of zeroing unless the file system refused it
+// before (refused set). It reports whether that way did the work; an
+// errUnsupported sets refused and is not an error.
+func attempt(refused *atomic.Bool, zero func() error) (done bool, err error) {
+	if refused.Load() {
+		return false, nil
+	}
+	err = zero()
+	if err == nil {
+		return true, nil
+	}
+	if !errors.Is(err, errUnsupported) {
+		return false, err
+	}
+	refused.Store(true)
+	return false, nil
 }
 
 // Flush makes completed writes durable (fsync).
