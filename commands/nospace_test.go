@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -76,8 +75,8 @@ func TestUploadNoSpace(t *testing.T) {
 					t.Errorf("stderr contains %q", bad)
 				}
 			}
-			if left := children("qemu-nbd"); len(left) > 0 {
-				t.Errorf("qemu-nbd left running: pids %v", left)
+			if left := testutil.Children("qemu-nbd"); len(left) > 0 {
+				t.Errorf("qemu-nbd left running: %v", left)
 			}
 			// The 507 came from the service the client was meant to use.
 			service := "remote"
@@ -169,42 +168,6 @@ func (d *imageiodProc) addTicket(t *testing.T, url string, size int64) string {
 		t.Fatalf("adding a ticket: %v", err)
 	}
 	return d.base + "/images/" + id
-}
-
-// children lists the pids of this process's children running command
-// name (Linux /proc; nil elsewhere).
-func children(name string) []int {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	self := os.Getpid()
-	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...; comm may hold spaces and parentheses.
-		s := string(stat)
-		i := strings.LastIndexByte(s, ')')
-		j := strings.IndexByte(s, '(')
-		if i < 0 || j < 0 || j > i {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) < 2 || s[j+1:i] != name {
-			continue
-		}
-		if ppid, _ := strconv.Atoi(f[1]); ppid == self {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
 }
 
 // TestExplainNoSpace checks the one-line messages for a full storage on

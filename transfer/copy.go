@@ -63,6 +63,10 @@ type Options struct {
 	// Dirty copies only the dirty extents (incremental backup): dirty
 	// data is copied, dirty zeros zeroed, clean extents skipped.
 	Dirty bool
+	// SourceDone, if set, is called once every read of the source has
+	// ended, before the target is flushed, so that a caller that needs
+	// the source no more can release it while the flush runs.
+	SourceDone func()
 }
 
 // Stats describe a finished (or failed) copy.
@@ -145,6 +149,9 @@ func Copy(ctx context.Context, dst, src backend.Backend, opts Options) (Stats, e
 	}
 	err = g.Wait()
 	if err == nil {
+		if opts.SourceDone != nil {
+			opts.SourceDone()
+		}
 		c.setPhase("flushing")
 		if ferr := dst.Flush(ctx); ferr != nil {
 			err = fmt.Errorf("flushing target: %w", ferr)

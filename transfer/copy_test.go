@@ -475,3 +475,88 @@ func TestProduceTailSplit(t *testing.T) {
 		t.Errorf("last request is %d bytes, want at most %d (sizes %v)", last, minTailRequest, sizes)
 	}
 }
+
+// releaseOrder records reads of the source, the SourceDone call and the
+// flush of the target, and what overlapped.
+type releaseOrder struct {
+	mu                     sync.Mutex
+	reading                int
+	released, flushed      bool
+	readAfter, flushBefore bool
+	releasedWhileReading   bool
+	releases               int
+}
+
+type watchedSource struct {
+	backend.Backend
+	o *releaseOrder
+}
+
+func (s watchedSource) ReadAt(ctx context.Context, p []byte, off int64) error {
+	s.o.mu.Lock()
+	s.o.reading++
+	s.o.readAfter = s.o.readAfter || s.o.released
+	s.o.mu.Unlock()
+	defer func() {
+		s.o.mu.Lock()
+		s.o.reading--
+		s.o.mu.Unlock()
+	}()
+	return s.Backend.ReadAt(ctx, p, off)
+}
+
+type watchedTarget struct {
+	backend.Backend
+	o *releaseOrder
+}
+
+func (t watchedTarget) Flush(ctx context.Context) error {
+	t.o.mu.Lock()
+	t.o.flushed = true
+	t.o.flushBefore = !t.o.released
+	t.o.mu.Unlock()
+	return t.Backend.Flush(ctx)
+}
+
+// TestCopySourceDone checks that SourceDone comes once, after the last
+// read of the source and before the target's flush, and not at all when
+// the copy fails.
+func TestCopySourceDone(t *testing.T) {
+	src, want := mixed.build(t, mem.DefaultCaps())
+	o := &releaseOrder{}
+	dst := mem.New(mixed.size)
+	done := func() {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		o.releases++
+		o.released = true
+		o.releasedWhileReading = o.reading > 0
+	}
+	_, err := Copy(context.Background(), watchedTarget{dst, o}, watchedSource{src, o},
+		Options{Workers: 4, BufferSize: 256 << 10, SourceDone: done})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(dst.Bytes(), want) {
+		t.Fatal("target differs")
+	}
+	if o.releases != 1 || o.releasedWhileReading || o.readAfter || !o.flushed || o.flushBefore {
+		t.Errorf("releases %d, while reading %v, read after %v, flushed %v, flush before release %v; want one release, after every read, before the flush",
+			o.releases, o.releasedWhileReading, o.readAfter, o.flushed, o.flushBefore)
+	}
+
+	calls := 0
+	if _, err := Copy(context.Background(), failingWrites{mem.New(mixed.size)}, src, Options{SourceDone: func() { calls++ }}); err == nil {
+		t.Fatal("copy to a failing target succeeded")
+	}
+	if calls != 0 {
+		t.Errorf("SourceDone called %d times after a failed copy, want 0", calls)
+	}
+}
+
+// failingWrites is a target whose writes fail.
+type failingWrites struct{ backend.Backend }
+
+func (failingWrites) WriteAt(context.Context, []byte, int64) error {
+	return errors.New("write failed")
+}

@@ -82,36 +82,48 @@ func Upload(ctx context.Context, o UploadOptions) (res Result, err error) {
 	report(o.Progress, Progress{Phase: PhaseInspecting})
 	// A missing file, an unknown OVA member or an unreadable image is
 	// reported before the daemon is contacted.
-	if _, err := qemuimg.SourceOf(ctx, o.Path, qemuimg.Options{Member: o.Member, Format: o.Format}); err != nil {
+	src, err := qemuimg.SourceOf(ctx, o.Path, qemuimg.Options{Member: o.Member, Format: o.Format})
+	if err != nil {
 		return res, err
 	}
+	// The local qemu-nbd starts while the daemon is asked for its
+	// capabilities (the cap on workers only lowers its shared count).
+	started := make(chan startedServer, 1)
+	go func() {
+		srv, err := nbdlocal.Start(ctx, nbdlocal.Config{
+			Path: o.Path, Member: o.Member, Format: src.Format, ReadOnly: true,
+			Shared: capWorkers(o.Workers, 0) + 1,
+		})
+		started <- startedServer{srv, err}
+	}()
 	remote, err := openRemote(ctx, o.URL, o.HTTP, o.BufferSize)
+	local := <-started
 	if err != nil {
+		if local.srv != nil {
+			local.srv.Stop()
+		}
 		return res, err
 	}
 	defer remote.Close()
 	res.URL = remote.URL()
 	workers := capWorkers(o.Workers, remote.Caps().MaxWriters)
-
-	srv, err := nbdlocal.Start(ctx, nbdlocal.Config{
-		Path: o.Path, Member: o.Member, Format: o.Format, ReadOnly: true, Shared: workers + 1,
-	})
-	if err != nil {
-		return res, err
+	if local.err != nil {
+		return res, local.err
 	}
+	srv := local.srv
 	defer func() {
 		if serr := srv.Stop(); serr != nil && err == nil {
 			err = serr
 		}
 	}()
-	local, err := nbdbackend.Open(ctx, srv.URL(), nbdbackend.Options{ReadOnly: true})
+	source, err := nbdbackend.Open(ctx, srv.URL(), nbdbackend.Options{ReadOnly: true})
 	if err != nil {
 		return res, err
 	}
-	defer local.Close()
-	res.Size = local.Size()
+	defer source.Close()
+	res.Size = source.Size()
 
-	res.Stats, err = Copy(ctx, remote, local, Options{
+	res.Stats, err = Copy(ctx, remote, source, Options{
 		Workers:    workers,
 		BufferSize: o.BufferSize,
 		Progress:   o.Progress,
@@ -119,14 +131,35 @@ func Upload(ctx context.Context, o UploadOptions) (res Result, err error) {
 		ZeroTarget: o.DiskIsZero,
 		// Zeros need not be sent where the disk reads as zeros already.
 		TargetZeros: targetZeros(ctx, remote),
+		SourceDone:  releaseSource(o.Verify, source, srv),
 	})
 	if err != nil {
 		return res, fmt.Errorf("uploading %q: %w", o.Path, err)
 	}
 	if o.Verify {
-		res.Checksum, err = verify(ctx, local, remote, o.Progress)
+		res.Checksum, err = verify(ctx, source, remote, o.Progress)
 	}
 	return res, err
+}
+
+// startedServer is the outcome of starting a local qemu-nbd.
+type startedServer struct {
+	srv *nbdlocal.Server
+	err error
+}
+
+// releaseSource returns the Copy.SourceDone of an upload: unless the
+// source is needed again to verify, its connection is closed and its
+// qemu-nbd stopped while the daemon flushes (qemu-nbd's exit takes tens
+// of milliseconds). The caller's deferred Stop waits for that stop.
+func releaseSource(verify bool, source *nbdbackend.Backend, srv *nbdlocal.Server) func() {
+	if verify {
+		return nil
+	}
+	return func() {
+		source.Close()
+		go srv.Stop()
+	}
 }
 
 // DownloadOptions configure Download.

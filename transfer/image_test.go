@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -512,5 +513,28 @@ func TestUploadZeroTarget(t *testing.T) {
 				t.Errorf("stats %+v: zeroed = %v, want %v", res.Stats, gotZeroed, tc.oldData)
 			}
 		})
+	}
+}
+
+// TestUploadDeadURL checks that an upload to a daemon that is not there
+// fails with the connection error and leaves no qemu-nbd behind (the
+// local qemu-nbd starts while the daemon is contacted).
+func TestUploadDeadURL(t *testing.T) {
+	testutil.Need(t, "qemu-img", "qemu-nbd")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	img := filepath.Join(t.TempDir(), "image.qcow2")
+	testutil.MakeImage(t, img, "qcow2", 4<<20, sampleRuns[:1], 8)
+	_, err = Upload(context.Background(), UploadOptions{Path: img, URL: "https://" + addr + "/images/ticket",
+		HTTP: httpbackend.Options{Retries: -1}})
+	if err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("got %v, want connection refused", err)
+	}
+	if left := testutil.Children("qemu-nbd"); len(left) > 0 {
+		t.Errorf("qemu-nbd left running after the failed upload: %v", left)
 	}
 }

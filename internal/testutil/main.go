@@ -48,7 +48,7 @@ func Main(m *testing.M) {
 func leftoverChildren(wait time.Duration) []string {
 	deadline := time.Now().Add(wait)
 	for {
-		leaks := childProcesses("qemu-nbd", "nbdkit")
+		leaks := Children("qemu-nbd", "nbdkit")
 		if len(leaks) == 0 || time.Now().After(deadline) {
 			return leaks
 		}
@@ -56,7 +56,10 @@ func leftoverChildren(wait time.Duration) []string {
 	}
 }
 
-func childProcesses(names ...string) []string {
+// Children lists the running (not zombie) child processes of this process
+// whose command is one of names, as "name[pid]" (Linux /proc; nil
+// elsewhere).
+func Children(names ...string) []string {
 	self := os.Getpid()
 	dirs, _ := filepath.Glob("/proc/[0-9]*")
 	var found []string
