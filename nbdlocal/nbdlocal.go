@@ -22,6 +22,10 @@
 // blocked; Go cannot set a child's signal mask, and ignoring SIGINT does not
 // help, as qemu-nbd installs its own SIGINT handler.)
 //
+// qemu-nbd runs with a fixed glibc malloc policy (mallocEnv): its request
+// buffers come from the heap and are reused, instead of being mapped and
+// unmapped for every request.
+//
 // The qemu-nbd binary is $QEMU_NBD, or "qemu-nbd" from $PATH.
 package nbdlocal
 
@@ -32,6 +36,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -152,6 +157,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	args := s.args(cfg, src.Format, filename)
 	s.cmd = exec.Command(Binary(), args...)
+	s.cmd.Env = mallocEnv(os.Environ())
 	s.cmd.Stderr = s.stderr
 	s.cmd.SysProcAttr = sysProcAttr()
 	if err := s.cmd.Start(); err != nil {
@@ -177,6 +183,33 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}()
 	return s, nil
+}
+
+// mallocSettings keep qemu-nbd's request buffers (one per request, up to
+// 32 MiB) on glibc's heap: above the default dynamic threshold, glibc maps
+// each buffer and unmaps it when the request ends, so every request
+// faults in, zeroes and charges fresh pages, half of qemu-nbd's CPU time
+// in a transfer. With these settings the pages are reused: a 4 GiB upload
+// made 10 times fewer page faults, and with the disk out of the way (a
+// target on tmpfs) uploads took 3.0 s instead of 3.5 s (means of 4
+// alternated runs).
+// The heap keeps at most the buffers of the requests in flight.
+var mallocSettings = []string{
+	"MALLOC_MMAP_THRESHOLD_=33554432", // the largest glibc allows: 32 MiB
+	"MALLOC_TRIM_THRESHOLD_=67108864",
+}
+
+// mallocEnv returns env with mallocSettings added, except those the
+// caller's environment sets already (a user's own choice wins).
+func mallocEnv(env []string) []string {
+	out := slices.Clone(env)
+	for _, kv := range mallocSettings {
+		name := kv[:strings.IndexByte(kv, '=')+1]
+		if !slices.ContainsFunc(env, func(e string) bool { return strings.HasPrefix(e, name) }) {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 func describe(cfg Config) string {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -664,5 +665,42 @@ func TestCallerPanics(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// environ returns the environment of the server's process.
+func environ(t *testing.T, s *Server) []string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", s.cmd.Process.Pid))
+	if err != nil {
+		t.Skipf("reading the environment: %v", err)
+	}
+	return strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+}
+
+// TestMallocEnv checks that qemu-nbd runs with the malloc settings, and
+// that a setting in the caller's environment is kept instead.
+func TestMallocEnv(t *testing.T) {
+	samples := makeSamples(t)
+	s := start(t, context.Background(), samples["qcow2"].cfg)
+	env := environ(t, s)
+	for _, kv := range mallocSettings {
+		if !has(env, kv) {
+			t.Errorf("qemu-nbd environment lacks %s", kv)
+		}
+	}
+
+	t.Setenv("MALLOC_TRIM_THRESHOLD_", "1234")
+	s = start(t, context.Background(), samples["qcow2"].cfg)
+	env = environ(t, s)
+	var trims []string
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "MALLOC_TRIM_THRESHOLD_=") {
+			trims = append(trims, kv)
+		}
+	}
+	if !slices.Equal(trims, []string{"MALLOC_TRIM_THRESHOLD_=1234"}) || !has(env, mallocSettings[0]) {
+		t.Errorf("with the caller's MALLOC_TRIM_THRESHOLD_=1234: trim settings %q, mmap setting present %v",
+			trims, has(env, mallocSettings[0]))
 	}
 }
