@@ -170,10 +170,80 @@ func (d *imageiodProc) addTicket(t *testing.T, url string, size int64) string {
 	return d.base + "/images/" + id
 }
 
+// TestDownloadNoSpace downloads an image with 24 MiB of data into an
+// 8 MiB file system (a tmpfs mounted in a private mount namespace, so the
+// test needs the right to make one, as root has): imageio exits with
+// status 1 and one line saying the local file system is full and naming
+// the file, removes the partial image (keeps it with --keep-partial) and
+// leaves no qemu-nbd behind.
+func TestDownloadNoSpace(t *testing.T) {
+	testutil.Need(t, "qemu-img", "qemu-nbd", "unshare", "mount")
+	if out, err := exec.Command("unshare", "--mount", "--propagation", "private",
+		"mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", t.TempDir()).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs in a mount namespace: %v: %s", err, out)
+	}
+	const size = 32 << 20
+	src := filepath.Join(t.TempDir(), "disk.qcow2")
+	testutil.MakeImage(t, src, "qcow2", size, []testutil.Run{{Off: 4 << 20, Len: 24 << 20, Kind: testutil.Data}}, 4)
+	sock := testutil.StartQemuNBD(t, src, "qcow2")
+	d := startImageiod(t, false)
+	url := d.addTicket(t, "nbd:unix:"+sock, size)
+	bin := buildImageio(t)
+	// The shell mounts the small file system, runs imageio in it and
+	// lists what is left there before the namespace (and the mount) ends.
+	const script = `dir=$1
+shift
+mount -t tmpfs -o size=8m tmpfs "$dir" || exit 99
+"$@"
+rc=$?
+left=$(ls -A "$dir") || exit 98
+echo "left:$left"
+exit $rc`
+	for _, keep := range []bool{false, true} {
+		t.Run(fmt.Sprintf("keep-partial=%v", keep), func(t *testing.T) {
+			dir := t.TempDir()
+			out := filepath.Join(dir, "out.qcow2")
+			args := []string{"--mount", "--propagation", "private", "sh", "-c", script, "sh", dir,
+				bin, "download", url, out, "--format", "qcow2", "--cafile", d.tls.CAFile}
+			if keep {
+				args = append(args, "--keep-partial")
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, "unshare", args...)
+			var stdout, stderr strings.Builder
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			t.Logf("stderr:\n%s", stderr.String())
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != ExitFailure {
+				t.Fatalf("got %v, want exit status %d", err, ExitFailure)
+			}
+			want := fmt.Sprintf("imageio: downloading to %q: the local file system is full: ", out)
+			var msgs []string
+			for _, l := range strings.Split(strings.TrimSuffix(stderr.String(), "\n"), "\n") {
+				if strings.HasPrefix(l, "imageio:") {
+					msgs = append(msgs, l)
+				}
+			}
+			if len(msgs) != 1 || !strings.HasPrefix(msgs[0], want) || !strings.Contains(msgs[0], "ENOSPC") {
+				t.Errorf("imageio lines on stderr: %q, want one starting %q and naming ENOSPC", msgs, want)
+			}
+			left := strings.TrimSpace(stdout.String())
+			if wantLeft := map[bool]string{false: "left:", true: "left:out.qcow2"}[keep]; left != wantLeft {
+				t.Errorf("in the full file system: %q, want %q", left, wantLeft)
+			}
+			if p := qemuNBDFor(out); len(p) > 0 {
+				t.Errorf("qemu-nbd left running: %q", p)
+			}
+		})
+	}
+}
+
 // TestExplainNoSpace checks the one-line messages for a full storage on
 // the error chains the backends build: a 507 from the daemon on upload,
-// an ENOSPC from the local qemu-nbd on download. (The download case is
-// not run for real: filling a local file system needs a small mount.)
+// an ENOSPC from the local qemu-nbd on download (run for real by
+// TestDownloadNoSpace where a small file system can be mounted).
 func TestExplainNoSpace(t *testing.T) {
 	daemon507 := fmt.Errorf("uploading %q: copying 0-65535: %w", "disk.qcow2", &httpbackend.ServerError{
 		Op: "writing 0-65535 of https://h/images/***", Code: 507, Message: "No space left on the storage: disk full"})
