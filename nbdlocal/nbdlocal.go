@@ -2,9 +2,11 @@
 // format qemu reads, or a disk inside an OVA, read in place) on a Unix socket
 // in a private temporary directory, for the NBD client to read and write.
 //
-// Start launches qemu-nbd the way the reference client does: an empty export
-// name, --persistent, --shared=N, --cache=none with --aio=native when the
-// file system takes O_DIRECT (else --cache=writeback with --aio=threads),
+// Start launches qemu-nbd much as the reference client does: an empty
+// export name, --persistent, --shared=N, --cache=none when the file system
+// takes O_DIRECT (else --cache=writeback), --aio=native for a read-only
+// image with cache none and --aio=threads otherwise (the reference uses
+// native for writable images too; see Server.args for why we do not),
 // --discard=unmap and --detect-zeroes=unmap for writable exports,
 // --allocation-depth for formats other than raw, and the image given as a
 // format-less "json:" filename (so that "backing": null can open an image
@@ -73,8 +75,9 @@ type Config struct {
 	// null), so that unallocated ranges read as holes rather than as the
 	// backing file's data.
 	NoBacking bool
-	// Cache is qemu-nbd's --cache mode; "" picks none (with aio native)
-	// when the file system takes O_DIRECT, else writeback (aio threads).
+	// Cache is qemu-nbd's --cache mode; "" picks none when the file
+	// system takes O_DIRECT, else writeback. aio is native for a
+	// read-only image with cache none (or directsync), else threads.
 	Cache string
 
 	// StartTimeout bounds the wait for the socket; 0 is
@@ -242,8 +245,13 @@ func (s *Server) args(cfg Config, format, filename string) []string {
 		}
 	}
 	aio := "threads"
-	if cache == "none" || cache == "directsync" {
-		aio = "native" // needs O_DIRECT
+	if (cache == "none" || cache == "directsync") && cfg.ReadOnly {
+		// aio native needs O_DIRECT. A writable image (a download's new,
+		// growing file) keeps aio threads: with native, a write that
+		// allocates blocks runs synchronously in io_submit, on qemu-nbd's
+		// one I/O thread, and downloads took 4.19 s instead of 3.82 s
+		// (4 GiB qcow2, means of 5 alternated runs).
+		aio = "native"
 	}
 	args = append(args, "--cache="+cache, "--aio="+aio)
 	if !cfg.ReadOnly {

@@ -265,7 +265,11 @@ func TestWritable(t *testing.T) {
 
 			s := start(t, context.Background(), cfg)
 			args := cmdline(t, s)
-			for _, a := range []string{"--discard=unmap", "--detect-zeroes=unmap"} {
+			flags := []string{"--discard=unmap", "--detect-zeroes=unmap", "--aio=threads"}
+			if directIO(cp) {
+				flags = append(flags, "--cache=none")
+			}
+			for _, a := range flags {
 				if !has(args, a) {
 					t.Errorf("command line %q lacks %s", args, a)
 				}
