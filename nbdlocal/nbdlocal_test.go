@@ -120,11 +120,17 @@ func dial(t *testing.T, s *Server, opts nbd.Options) *nbd.Client {
 }
 
 // cmdline returns the command line of the server's process.
-func cmdline(t *testing.T, s *Server) []string {
+func cmdline(t *testing.T, s *Server) []string { return procList(t, s, "cmdline") }
+
+// environ returns the environment of the server's process.
+func environ(t *testing.T, s *Server) []string { return procList(t, s, "environ") }
+
+// procList reads the NUL-separated /proc/PID/name of the server's process.
+func procList(t *testing.T, s *Server, name string) []string {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", s.cmd.Process.Pid))
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", s.cmd.Process.Pid, name))
 	if err != nil {
-		t.Skipf("reading the command line: %v", err)
+		t.Skipf("reading /proc/PID/%s: %v", name, err)
 	}
 	return strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
 }
@@ -670,16 +676,6 @@ func TestCallerPanics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-}
-
-// environ returns the environment of the server's process.
-func environ(t *testing.T, s *Server) []string {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", s.cmd.Process.Pid))
-	if err != nil {
-		t.Skipf("reading the environment: %v", err)
-	}
-	return strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
 }
 
 // TestMallocEnv checks that qemu-nbd runs with the malloc settings, and
