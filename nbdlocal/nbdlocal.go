@@ -191,12 +191,12 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 // mallocSettings keep qemu-nbd's request buffers (one per request, up to
 // 32 MiB) on glibc's heap: above the default dynamic threshold, glibc maps
 // each buffer and unmaps it when the request ends, so every request
-// faults in, zeroes and charges fresh pages, half of qemu-nbd's CPU time
-// in a transfer. With these settings the pages are reused: a 4 GiB upload
-// made 10 times fewer page faults, and with the disk out of the way (a
-// target on tmpfs) uploads took 3.0 s instead of 3.5 s (means of 4
-// alternated runs).
-// The heap keeps at most the buffers of the requests in flight.
+// faults in, zeroes and charges fresh pages: about half of qemu-nbd's CPU
+// time in a transfer. With these settings the pages are reused: a 4 GiB
+// upload made 10 times fewer page faults, and with the disk out of the way
+// (the daemon's target on tmpfs) uploads took 3.16 s instead of 3.58 s
+// (means of 4 alternated runs; docs/pipeline.md). The heap keeps at most
+// the buffers of the requests in flight.
 var mallocSettings = []string{
 	"MALLOC_MMAP_THRESHOLD_=33554432", // the largest glibc allows: 32 MiB
 	"MALLOC_TRIM_THRESHOLD_=67108864",
