@@ -323,15 +323,7 @@ func TestRetry(t *testing.T) {
 			nethttp.NewResponseController(w).Flush()
 			panic(nethttp.ErrAbortHandler)
 		}},
-		{"read half of PUT body", func(w nethttp.ResponseWriter, r *nethttp.Request, n int) bool {
-			if r.Method != nethttp.MethodPut || n%2 == 0 {
-				return false
-			}
-			buf := make([]byte, r.ContentLength/2)
-			_, _ = r.Body.Read(buf)
-			resetConn(w)
-			return true
-		}},
+		{"read half of PUT body", resetOddPutHalfway},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

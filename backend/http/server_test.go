@@ -264,3 +264,15 @@ func resetConn(w nethttp.ResponseWriter) {
 	}
 	conn.Close()
 }
+
+// resetOddPutHalfway is a fault for the test server: every other PUT has
+// half of its body read, then its connection reset.
+func resetOddPutHalfway(w nethttp.ResponseWriter, r *nethttp.Request, n int) bool {
+	if r.Method != nethttp.MethodPut || n%2 == 0 {
+		return false
+	}
+	buf := make([]byte, r.ContentLength/2)
+	_, _ = r.Body.Read(buf)
+	resetConn(w)
+	return true
+}
