@@ -42,6 +42,21 @@ func startDaemon(t testing.TB, edit func(*config.Config)) *daemonEnv {
 	return startDaemonOptions(t, edit, Options{})
 }
 
+// startChain runs a host daemon serving url under ticket id over HTTPS
+// only, and a proxy daemon whose ticket id points at the host's (so the
+// proxy must verify it with the CA of [backend_http]).
+func startChain(t testing.TB, id, url string, size int64) (host, proxy *daemonEnv) {
+	t.Helper()
+	host = startDaemon(t, func(c *config.Config) { c.Local.Enable = false })
+	host.addTicket(t, id, url, size, `["read", "write"]`)
+	proxy = startDaemon(t, func(c *config.Config) {
+		c.Local.Enable = false
+		c.BackendHTTP.CAFile = host.tls.CAFile
+	})
+	proxy.addTicket(t, id, host.base+"/images/"+id, size, `["read", "write"]`)
+	return host, proxy
+}
+
 // startDaemonOptions is startDaemon with opts; the logger and shutdown
 // timeout are the test's.
 func startDaemonOptions(t testing.TB, edit func(*config.Config), opts Options) *daemonEnv {
@@ -367,15 +382,7 @@ func TestProxyChain(t *testing.T) {
 	want, _ := os.ReadFile(raw)
 	url := startQemuNBD(t, path, "qcow2", false)
 
-	// The host daemon serves the image over HTTPS only (no local socket,
-	// so the proxy must verify it with the CA of [backend_http]).
-	host := startDaemon(t, func(c *config.Config) { c.Local.Enable = false })
-	host.addTicket(t, "chain-ticket-0001", url, size, `["read", "write"]`)
-	proxy := startDaemon(t, func(c *config.Config) {
-		c.Local.Enable = false
-		c.BackendHTTP.CAFile = host.tls.CAFile
-	})
-	proxy.addTicket(t, "chain-ticket-0001", host.base+"/images/chain-ticket-0001", size, `["read", "write"]`)
+	host, proxy := startChain(t, "chain-ticket-0001", url, size)
 
 	code, body := get(t, proxy.https, proxy.base+"/images/chain-ticket-0001")
 	if code != 200 || !bytes.Equal(body, want) {

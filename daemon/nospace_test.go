@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/imageio/imageio/backend"
-	"github.com/imageio/imageio/config"
 )
 
 // noSpaceBody is what the daemon answers when nbdkit's full plugin refuses
@@ -76,13 +75,7 @@ func doTraced(t *testing.T, c *http.Client, method, url string, body []byte, hea
 func TestNoSpace(t *testing.T) {
 	const size = 8 << 20
 	url := startNBDKit(t, "full", fmt.Sprint("size=", size))
-	host := startDaemon(t, func(c *config.Config) { c.Local.Enable = false }) // 256 KiB buffers
-	host.addTicket(t, "full-ticket-00001", url, size, `["read", "write"]`)
-	proxy := startDaemon(t, func(c *config.Config) {
-		c.Local.Enable = false
-		c.BackendHTTP.CAFile = host.tls.CAFile
-	})
-	proxy.addTicket(t, "full-ticket-00001", host.base+"/images/full-ticket-00001", size, `["read", "write"]`)
+	host, proxy := startChain(t, "full-ticket-00001", url, size) // 256 KiB buffers
 	sock := strings.TrimPrefix(url, "nbd:unix:")
 
 	for _, d := range []struct {
@@ -160,13 +153,7 @@ func TestNoSpaceFlush(t *testing.T) {
 		"pread=dd if=/dev/zero count=$3 iflag=count_bytes status=none",
 		"pwrite=cat >/dev/null", "can_write=exit 0", "can_flush=exit 0",
 		"flush=echo ENOSPC storage full >&2; exit 1")
-	host := startDaemon(t, func(c *config.Config) { c.Local.Enable = false })
-	host.addTicket(t, "flush-ticket-0001", url, size, `["read", "write"]`)
-	proxy := startDaemon(t, func(c *config.Config) {
-		c.Local.Enable = false
-		c.BackendHTTP.CAFile = host.tls.CAFile
-	})
-	proxy.addTicket(t, "flush-ticket-0001", host.base+"/images/flush-ticket-0001", size, `["read", "write"]`)
+	host, proxy := startChain(t, "flush-ticket-0001", url, size)
 	for _, d := range []struct {
 		name string
 		e    *daemonEnv
