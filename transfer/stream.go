@@ -167,7 +167,7 @@ func (r *sourceReader) Read(p []byte) (int, error) {
 }
 
 // WriteNTo writes up to n bytes from pos to w straight from the pieces
-// (no copy; the HTTP backend uses it on plain-HTTP connections). It
+// (no copy; the HTTP backend uses it for request bodies). It
 // returns a nil error at the end of the range.
 func (r *sourceReader) WriteNTo(w io.Writer, n int64) (int64, error) {
 	var total int64

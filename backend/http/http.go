@@ -183,23 +183,55 @@ func newTransport(tlsConf *tls.Config, opts Options, dial func(ctx context.Conte
 		}
 		return bulkConn{c}, nil
 	}
+	// HTTPS connections are made here rather than by net/http, so that
+	// the TLS connection is a bulkConn too: a request body is then
+	// encrypted straight from the source's pieces, not copied into a
+	// buffer first.
+	tlsDial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		raw, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		conf := tlsConf.Clone()
+		if conf.ServerName == "" {
+			host, _, err := net.SplitHostPort(addr)
+			if err != nil {
+				host = addr
+			}
+			conf.ServerName = host
+		}
+		tc := tls.Client(raw, conf)
+		hctx, cancel := context.WithTimeout(ctx, tlsHandshakeTimeout)
+		defer cancel()
+		if err := tc.HandshakeContext(hctx); err != nil {
+			raw.Close()
+			return nil, err
+		}
+		return bulkConn{tc}, nil
+	}
 	return &nethttp.Transport{
 		DialContext:         bulkDial,
-		TLSClientConfig:     tlsConf,
-		TLSHandshakeTimeout: 20 * time.Second,
+		DialTLSContext:      tlsDial,
 		DisableCompression:  true,
 		MaxIdleConnsPerHost: opts.MaxConns,
 		IdleConnTimeout:     0,
-		WriteBufferSize:     256 << 10,
-		ReadBufferSize:      256 << 10,
+		// Request bodies go to the connection through bulkConn, past
+		// this buffer but for the bytes net/http puts in it after the
+		// headers: a small one keeps that copy small.
+		WriteBufferSize: 4 << 10,
+		ReadBufferSize:  256 << 10,
 	}
 }
 
-// bulkConn makes net/http write plain-HTTP request bodies in large
-// pieces: it copies a body to the connection with io.Copy, 32 KiB per
-// write, unless the connection is an io.ReaderFrom. A body over a
-// PieceWriter is written from the source's own buffers, others through a
-// 256 KiB buffer. (Under TLS the pieces are records of 16 KiB anyway.)
+// tlsHandshakeTimeout bounds a TLS handshake.
+const tlsHandshakeTimeout = 20 * time.Second
+
+// bulkConn makes net/http write request bodies in large pieces: it
+// copies a body to the connection with io.Copy, 32 KiB per write, unless
+// the connection is an io.ReaderFrom. A body over a PieceWriter is written
+// from the source's own buffers, others through a 256 KiB buffer. Plain
+// and TLS connections are both bulkConns (under TLS each write becomes
+// records of 16 KiB, sealed from the written bytes).
 type bulkConn struct{ net.Conn }
 
 var bulkBufs = sync.Pool{New: func() any {
@@ -326,12 +358,7 @@ func (b *Backend) switchToUnix(ctx context.Context, socket string, tlsConf *tls.
 		}
 		return c, err
 	}
-	tr := newTransport(tlsConf, b.opts, dial)
-	// Plain HTTP: a request body goes to the socket without the write
-	// buffer (bulkConn), except the bytes net/http first reads into it to
-	// fill it after the headers; a small buffer keeps that copy small.
-	tr.WriteBufferSize = 4 << 10
-	client := &nethttp.Client{Transport: tr}
+	client := &nethttp.Client{Transport: newTransport(tlsConf, b.opts, dial)}
 	u := &url.URL{Scheme: "http", Host: "localhost", Path: b.url.Path, RawPath: b.url.RawPath}
 	old, oldURL := b.client, b.url
 	b.client, b.url = client, u
@@ -697,8 +724,8 @@ func (a *attemptBody) Close() error { return nil }
 
 // PieceWriter is a request body source that writes its next bytes to a
 // writer straight from its own buffers (transfer's source reader does):
-// WriteFrom then sends them on a plain-HTTP connection without copying
-// them first. WriteNTo writes at most n bytes and returns how many it
+// WriteFrom then sends them on the connection (plain or TLS) without
+// copying them first. WriteNTo writes at most n bytes and returns how many it
 // wrote; at the end of its data it returns what it wrote and a nil error.
 type PieceWriter interface {
 	WriteNTo(w io.Writer, n int64) (int64, error)
@@ -764,8 +791,9 @@ func (a *attemptBody) detach() (int64, error) {
 
 // WriteFrom writes length bytes read from r at off with one PUT
 // (?flush=n, Content-Range: bytes off-end/*). The body is streamed from r;
-// nothing is buffered here. On plain HTTP an r that is a PieceWriter
-// writes to the connection itself, without a copy.
+// nothing is buffered here. An r that is a PieceWriter writes to the
+// connection itself (under TLS: records sealed from its pieces), without a
+// copy.
 //
 // Retries: when r is also an io.Seeker, a transiently failed PUT is sent
 // again after seeking r back to where it was when WriteFrom was called, so
