@@ -192,7 +192,10 @@ func newTransport(tlsConf *tls.Config, opts Options, dial func(ctx context.Conte
 		if err != nil {
 			return nil, err
 		}
-		conf := tlsConf.Clone()
+		conf := &tls.Config{}
+		if tlsConf != nil {
+			conf = tlsConf.Clone()
+		}
 		if conf.ServerName == "" {
 			host, _, err := net.SplitHostPort(addr)
 			if err != nil {
