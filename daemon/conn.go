@@ -193,8 +193,11 @@ func (l *timeoutListener) Accept() (net.Conn, error) {
 type connBackend struct {
 	backend.Backend
 	bufferSize int
-	once       sync.Once
-	err        error
+	// chunkSize is the size of one backend request when the backend
+	// streams a PUT body (a chunkWriter); buffer_size uncapped.
+	chunkSize int
+	once      sync.Once
+	err       error
 }
 
 func (b *connBackend) Close() error {

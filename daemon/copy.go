@@ -131,6 +131,9 @@ type writeResult struct {
 // run from offset, so the ticket's transferred ranges stay exact when
 // writes finish out of order or one fails.
 func (s *Service) copyIn(ctx context.Context, r *request, b *connBackend, op *ticket.Op, offset, size int64) error {
+	if cw, ok := b.Backend.(chunkWriter); ok {
+		return s.streamIn(ctx, r, cw, b.chunkSize, op, offset, size)
+	}
 	if sw, ok := b.Backend.(backend.StreamWriter); ok {
 		body := &opReader{ctx: ctx, r: r.Body, op: op}
 		if err := sw.WriteFrom(ctx, body, offset, size); err != nil {
@@ -248,3 +251,57 @@ func (s *Service) copyIn(ctx context.Context, r *request, b *connBackend, op *ti
 	}
 	return werr
 }
+
+// chunkWriter is a backend that takes a range from a reader in requests of
+// a given size, relaying each through a small buffer while it is read
+// (backend/nbd): the server gets large writes without the daemon holding
+// them in memory.
+type chunkWriter interface {
+	WriteStream(ctx context.Context, r io.Reader, off, length, step int64, buf []byte, acked func(int64)) error
+}
+
+// streamIn writes the request body to [offset, offset+size) of cw in
+// requests of chunk bytes. The operation counts the bytes the backend
+// acknowledged, in an unbroken run from offset. A short body writes the
+// requests that arrived whole and nothing of the one it cut.
+func (s *Service) streamIn(ctx context.Context, r *request, cw chunkWriter, chunk int, op *ticket.Op, offset, size int64) error {
+	if size <= 0 {
+		return nil
+	}
+	buf := s.bufs.get(relaySize)
+	defer s.bufs.put(buf)
+	body := &bodyReader{ctx: ctx, r: r.Body}
+	err := cw.WriteStream(ctx, body, offset, size, int64(chunk), *buf, op.Add)
+	if err == nil {
+		return nil
+	}
+	var be *bodyError
+	if errors.As(err, &be) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return partialError(size, op.Done(), err)
+	}
+	return fmt.Errorf("writing %d bytes at %d: %w", size, offset, err)
+}
+
+// bodyReader reads a request body until ctx ends. Its read errors are
+// bodyErrors, to tell them from the backend's.
+type bodyReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (r *bodyReader) Read(p []byte) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	n, err := r.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = &bodyError{err}
+	}
+	return n, err
+}
+
+// bodyError is a failure reading the request body.
+type bodyError struct{ err error }
+
+func (e *bodyError) Error() string { return "reading the request body: " + e.err.Error() }
+func (e *bodyError) Unwrap() error { return e.err }

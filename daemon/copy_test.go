@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/imageio/imageio/backend/mem"
+	"github.com/imageio/imageio/config"
 	"github.com/imageio/imageio/internal/testutil"
 )
 
@@ -89,43 +90,56 @@ func TestPutNBDWriteFailsMidway(t *testing.T) {
 	}
 }
 
-// TestPutNBDShortBody sends a body that ends early over the local socket,
-// with writes in flight: the client gets 400 with the byte counts, what
-// arrived is written and nothing past it.
+// TestPutNBDShortBody sends bodies that end early over the local socket,
+// with writes in flight, to a daemon writing 1 MiB NBD requests: the
+// client gets 400 with the byte count written, the requests that arrived
+// whole are written, and nothing of the one cut short. The body ends once
+// before anything of the fourth request went out (the connection to the
+// server stays usable) and once after part of it did (the connection is
+// broken; the next request opens a new one).
 func TestPutNBDShortBody(t *testing.T) {
-	const size, sent = 8 << 20, 3<<20 + 12345
-	url := startNBDKit(t, "--filter=delay", "memory", fmt.Sprint("size=", size), "wdelay=5ms")
-	e := startDaemon(t, nil)
-	e.addTicket(t, "short-ticket-0001", url, size, `["read", "write"]`)
-	c, err := net.Dial("unix", e.d.LocalSocket())
-	if err != nil {
-		t.Fatal(err)
+	const size, whole = 8 << 20, 3 << 20
+	cuts := []int{whole + 12345, whole + relaySize + 4096}
+	urls := make([]string, len(cuts))
+	for i := range cuts {
+		urls[i] = startNBDKit(t, "--filter=delay", "memory", fmt.Sprint("size=", size), "wdelay=5ms")
 	}
-	defer c.Close()
-	data := pattern(sent, 7)
-	go func() {
-		fmt.Fprintf(c, "PUT /images/short-ticket-0001?flush=n HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", size)
-		c.Write(data)
-		c.(*net.UnixConn).CloseWrite()
-	}()
-	c.SetReadDeadline(time.Now().Add(60 * time.Second))
-	out, err := io.ReadAll(c)
-	if err != nil {
-		t.Fatalf("reading response: %v (%q)", err, out)
-	}
-	want := fmt.Sprintf("Requested %d bytes, available %d bytes", size, sent)
-	if !strings.HasPrefix(string(out), "HTTP/1.1 400 ") || !strings.Contains(string(out), want) {
-		t.Fatalf("response = %q, want 400 with %q", out, want)
-	}
-	code, got := get(t, e.https, e.base+"/images/short-ticket-0001")
-	if code != http.StatusOK || len(got) != size {
-		t.Fatalf("GET = %d, %d bytes", code, len(got))
-	}
-	if !bytes.Equal(got[:sent], data) {
-		t.Error("bytes that arrived were not written")
-	}
-	if !bytes.Equal(got[sent:], make([]byte, size-sent)) {
-		t.Error("data written past what arrived")
+	// Started after the servers, so stopped before them.
+	e := startDaemon(t, func(c *config.Config) { c.BackendNBD.BufferSize = 1 << 20 })
+	for i, sent := range cuts {
+		url := urls[i]
+		id := fmt.Sprintf("short-ticket-000%d", i)
+		e.addTicket(t, id, url, size, `["read", "write"]`)
+		c, err := net.Dial("unix", e.d.LocalSocket())
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := pattern(sent, byte(i+7))
+		go func() {
+			fmt.Fprintf(c, "PUT /images/%s?flush=n HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", id, size)
+			c.Write(data)
+			c.(*net.UnixConn).CloseWrite()
+		}()
+		c.SetReadDeadline(time.Now().Add(60 * time.Second))
+		out, err := io.ReadAll(c)
+		c.Close()
+		if err != nil {
+			t.Fatalf("sent %d: reading response: %v (%q)", sent, err, out)
+		}
+		want := fmt.Sprintf("Requested %d bytes, available %d bytes", size, whole)
+		if !strings.HasPrefix(string(out), "HTTP/1.1 400 ") || !strings.Contains(string(out), want) {
+			t.Fatalf("sent %d: response = %q, want 400 with %q", sent, out, want)
+		}
+		code, got := get(t, e.https, e.base+"/images/"+id)
+		if code != http.StatusOK || len(got) != size {
+			t.Fatalf("sent %d: GET = %d, %d bytes", sent, code, len(got))
+		}
+		if !bytes.Equal(got[:whole], data[:whole]) {
+			t.Errorf("sent %d: the requests that arrived whole were not written", sent)
+		}
+		if !bytes.Equal(got[whole:], make([]byte, size-whole)) {
+			t.Errorf("sent %d: data written past the last whole request", sent)
+		}
 	}
 }
 

@@ -54,8 +54,7 @@ func (s *Service) authorize(r *request, op string) (*ticket.Ticket, *connBackend
 	if size <= 0 {
 		size = DefaultBufferSize
 	}
-	size = min(size, MaxDataBuffer)
-	b := &connBackend{Backend: be, bufferSize: size}
+	b := &connBackend{Backend: be, bufferSize: min(size, MaxDataBuffer), chunkSize: min(size, MaxChunk)}
 	if err := t.Attach(r.conn.id, b); err != nil {
 		b.Close()
 		return nil, nil, err

@@ -32,6 +32,11 @@ const (
 	// gave no more throughput in measurements but 8 MiB buffers cost 32
 	// MiB of memory with 4 connections (see docs/daemon.md).
 	MaxDataBuffer = 2 << 20
+	// MaxChunk caps the backend requests of a streamed PUT (see
+	// chunkWriter): the largest NBD request qemu-nbd takes.
+	MaxChunk = 32 << 20
+	// relaySize is the buffer a streamed PUT body moves through.
+	relaySize = 256 << 10
 )
 
 // tlsReadBuffer is the socket read buffer of TLS connections: several

@@ -24,6 +24,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/imageio/imageio/backend"
 	nbdc "github.com/imageio/imageio/nbd"
@@ -167,6 +168,22 @@ func (b *Backend) WriteAt(ctx context.Context, p []byte, off int64) error {
 		return nil
 	}
 	if err := b.client.WriteAt(ctx, p, off); err != nil {
+		return fmt.Errorf("writing %s: %w", b.url, mapError(err))
+	}
+	return nil
+}
+
+// WriteStream writes length bytes read from r at off as NBD requests of
+// up to step bytes, each payload relayed from r through buf while it is
+// read (see nbd.Client.WriteFrom, also for what a short r leaves behind).
+// acked gets the bytes of each request the server acknowledged, in order.
+// r is read without regard to ctx: a reader that may block should end
+// when ctx does.
+func (b *Backend) WriteStream(ctx context.Context, r io.Reader, off, length, step int64, buf []byte, acked func(int64)) error {
+	if err := b.check(ctx, off, length, true); err != nil {
+		return fmt.Errorf("writing %s: %w", b.url, err)
+	}
+	if err := b.client.WriteFrom(ctx, r, off, length, step, buf, acked); err != nil {
 		return fmt.Errorf("writing %s: %w", b.url, mapError(err))
 	}
 	return nil
