@@ -336,6 +336,8 @@ func TestReport(t *testing.T) {
 		{Image: main, Scenario: scConvert, Run: 3, Wall: 3, Verified: true},
 		{Image: main, Scenario: scUploadTLS, Run: 1, Wall: 3.6, DaemonCPU: 0.8, ClientRSS: 30 << 20, DaemonRSS: 40 << 20, Verified: true},
 		{Image: main, Scenario: scDownloadTLS, Run: 1, Wall: 4.2, DaemonCPU: 1.4, ClientRSS: 30 << 20, DaemonRSS: 50 << 20, Verified: true},
+		{Image: main, Scenario: scDownloadTLS, Run: 2, Wall: 2.6, DaemonCPU: 1.4, ClientRSS: 30 << 20, DaemonRSS: 50 << 20, Verified: true},
+		{Image: main, Scenario: scDownloadTLS, Run: 3, Wall: 3.9, DaemonCPU: 1.4, ClientRSS: 30 << 20, DaemonRSS: 50 << 20, Verified: true},
 		{Image: main, Scenario: scNBDCopy, Run: 1, Skipped: "nbdcopy not found"},
 		{Image: main, Scenario: scUploadUnix, Run: 1, Error: "imageio: exit status 1\nmore"},
 		{Image: big, Scenario: scUploadTLS, Run: 1, Wall: 1, ClientRSS: 31 << 20, DaemonRSS: 60 << 20, Verified: true},
@@ -363,6 +365,15 @@ func TestReport(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("goals (-want +got):\n%s", diff)
+	}
+	for _, g := range r.Goals {
+		if g.What == scDownloadTLS+" time / qemu-img convert (4G)" &&
+			g.Got != "1.30x (each round against its own convert: 1.05 1.30 1.30; within the goal in 1 of 3)" {
+			t.Errorf("download goal = %q, want the median over the median and each round's ratio", g.Got)
+		}
+		if g.What == scUploadTLS+" time / qemu-img convert (4G)" && g.Got != "1.20x" {
+			t.Errorf("upload goal = %q, want no rounds for a single run", g.Got)
+		}
 	}
 	var text, md strings.Builder
 	r.Text(&text)

@@ -128,6 +128,9 @@ type result struct {
 	Skipped    string  `json:"skipped,omitempty"`
 }
 
+// ok reports whether the run worked: not skipped, no error.
+func (r result) ok() bool { return r.Skipped == "" && r.Error == "" }
+
 // harness runs the scenarios and owns every process they start.
 type harness struct {
 	cfg    config

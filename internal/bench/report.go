@@ -198,6 +198,26 @@ func (r *report) find(image, scenario string) (row, bool) {
 	return row{}, false
 }
 
+// roundRatios returns, for each run of scenario on image that worked and
+// whose round's qemu-img convert worked, its wall time over that
+// convert's, in run order. The host's speed drifts between rounds; a
+// ratio within one round shows how often a goal holds.
+func (r *report) roundRatios(image, scenario string) []float64 {
+	convert := map[int]float64{}
+	for _, res := range r.Results {
+		if res.Image == image && res.Scenario == scConvert && res.ok() {
+			convert[res.Run] = res.Wall
+		}
+	}
+	var out []float64
+	for _, res := range r.Results {
+		if res.Image == image && res.Scenario == scenario && res.ok() && convert[res.Run] > 0 {
+			out = append(out, res.Wall/convert[res.Run])
+		}
+	}
+	return out
+}
+
 // checkGoals compares the medians with the goals of the issues.
 func (r *report) checkGoals() []goal {
 	if len(r.Images) == 0 {
@@ -210,8 +230,21 @@ func (r *report) checkGoals() []goal {
 		max float64
 	}{{scUploadTLS, goalHTTPSRatio}, {scDownloadTLS, goalHTTPSRatio}, {scUploadUnix, goalUnixRatio}, {scDownUnix, goalUnixRatio}} {
 		if w, ok := r.find(main, g.sc); ok && w.Ratio > 0 {
+			got := fmt.Sprintf("%.2fx", w.Ratio)
+			if rr := r.roundRatios(main, g.sc); len(rr) > 1 {
+				met := 0
+				var each []string
+				for _, x := range rr {
+					each = append(each, fmt.Sprintf("%.2f", x))
+					if x <= g.max {
+						met++
+					}
+				}
+				got += fmt.Sprintf(" (each round against its own convert: %s; within the goal in %d of %d)",
+					strings.Join(each, " "), met, len(rr))
+			}
 			goals = append(goals, goal{What: g.sc + " time / qemu-img convert (" + main + ")",
-				Want: fmt.Sprintf("<= %.2fx", g.max), Got: fmt.Sprintf("%.2fx", w.Ratio), Met: w.Ratio <= g.max})
+				Want: fmt.Sprintf("<= %.2fx", g.max), Got: got, Met: w.Ratio <= g.max})
 		}
 	}
 	for _, sc := range []string{scUploadTLS, scDownloadTLS} {
