@@ -110,7 +110,7 @@ func Default() Config {
 		},
 		TLS:         TLS{Enable: true},
 		BackendFile: Backend{BufferSize: 8 << 20},
-		BackendNBD:  Backend{BufferSize: 8 << 20},
+		BackendNBD:  Backend{BufferSize: 16 << 20},
 		BackendHTTP: BackendHTTP{BufferSize: 8 << 20},
 		Remote:      Remote{Host: "::", Port: 54322},
 		Local:       Local{Enable: true, Socket: "\x00/org/ovirt/imageio"},
