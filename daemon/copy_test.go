@@ -108,8 +108,10 @@ func TestPutNBDShortBody(t *testing.T) {
 	e := startDaemon(t, func(c *config.Config) { c.BackendNBD.BufferSize = 1 << 20 })
 	for i, sent := range cuts {
 		url := urls[i]
-		id := fmt.Sprintf("short-ticket-000%d", i)
-		e.addTicket(t, id, url, size, `["read", "write"]`)
+		// A write-only ticket reports transferred; a second one reads.
+		id, rid := fmt.Sprintf("short-ticket-000%d", i), fmt.Sprintf("short-reader-000%d", i)
+		e.addTicket(t, id, url, size, `["write"]`)
+		e.addTicket(t, rid, url, size, `["read"]`)
 		c, err := net.Dial("unix", e.d.LocalSocket())
 		if err != nil {
 			t.Fatal(err)
@@ -130,7 +132,14 @@ func TestPutNBDShortBody(t *testing.T) {
 		if !strings.HasPrefix(string(out), "HTTP/1.1 400 ") || !strings.Contains(string(out), want) {
 			t.Fatalf("sent %d: response = %q, want 400 with %q", sent, out, want)
 		}
-		code, got := get(t, e.https, e.base+"/images/"+id)
+		tk, err := e.d.Tickets.Get(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := tk.Status(); st.Transferred == nil || *st.Transferred != whole {
+			t.Errorf("sent %d: transferred = %v, want %d", sent, st.Transferred, whole)
+		}
+		code, got := get(t, e.https, e.base+"/images/"+rid)
 		if code != http.StatusOK || len(got) != size {
 			t.Fatalf("sent %d: GET = %d, %d bytes", sent, code, len(got))
 		}
