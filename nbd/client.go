@@ -340,6 +340,36 @@ func (c *Client) start(ctx context.Context, cmd, flags uint16, off, length int64
 	}
 	defer func() { <-c.wsem }()
 
+	h, err := c.register(req)
+	if err != nil {
+		return nil, err
+	}
+	var payload []byte
+	if cmd == cmdWrite {
+		payload = buf
+	}
+	n, err := c.write(ctx, h, payload)
+	if err == nil {
+		return req, nil
+	}
+	if n == 0 && ctx.Err() != nil {
+		// Nothing went out: the stream is intact, forget the request.
+		c.forget(req)
+		return nil, context.Cause(ctx)
+	}
+	if ctx.Err() != nil {
+		err = fmt.Errorf("interrupted sending %s: %w", commandName(cmd), context.Cause(ctx))
+	} else {
+		err = fmt.Errorf("sending %s: %w", commandName(cmd), err)
+	}
+	// The first failure wins: a write cut short by Close reports ErrClosed.
+	return nil, c.fail(err)
+}
+
+// register gives req a cookie and makes it pending, and returns its
+// header, unless the connection is broken or shut down. The caller holds
+// wsem.
+func (c *Client) register(req *request) ([]byte, error) {
 	c.mu.Lock()
 	if c.err != nil || c.shutdown != nil {
 		err := c.err
@@ -361,28 +391,14 @@ func (c *Client) start(ctx context.Context, cmd, flags uint16, off, length int64
 	binary.BigEndian.PutUint64(h[8:], req.cookie)
 	binary.BigEndian.PutUint64(h[16:], req.off)
 	binary.BigEndian.PutUint32(h[24:], req.length)
-	var payload []byte
-	if cmd == cmdWrite {
-		payload = buf
-	}
-	n, err := c.write(ctx, h, payload)
-	if err == nil {
-		return req, nil
-	}
-	if n == 0 && ctx.Err() != nil {
-		// Nothing went out: the stream is intact, forget the request.
-		c.mu.Lock()
-		delete(c.pending, req.cookie)
-		c.mu.Unlock()
-		return nil, context.Cause(ctx)
-	}
-	if ctx.Err() != nil {
-		err = fmt.Errorf("interrupted sending %s: %w", commandName(cmd), context.Cause(ctx))
-	} else {
-		err = fmt.Errorf("sending %s: %w", commandName(cmd), err)
-	}
-	// The first failure wins: a write cut short by Close reports ErrClosed.
-	return nil, c.fail(err)
+	return h, nil
+}
+
+// forget drops a registered request of which nothing was sent.
+func (c *Client) forget(req *request) {
+	c.mu.Lock()
+	delete(c.pending, req.cookie)
+	c.mu.Unlock()
 }
 
 // write writes a request header and payload with one system call where

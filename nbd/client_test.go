@@ -71,9 +71,7 @@ func TestRoundTrip(t *testing.T) {
 	for _, format := range []string{"raw", "qcow2"} {
 		t.Run(format, func(t *testing.T) {
 			const size = 40 << 20
-			img := filepath.Join(t.TempDir(), "disk."+format)
-			testutil.RunCommand(t, "qemu-img", "create", "-q", "-f", format, img, "40M")
-			c := dial(t, qemuNBD(t, img, format), Options{})
+			c, img := dialNewImage(t, format, size)
 			ctx := testutil.Context(t)
 			model := make([]byte, size)
 			rng := rand.New(rand.NewPCG(1, 2))
@@ -131,6 +129,15 @@ func TestRoundTrip(t *testing.T) {
 			}
 		})
 	}
+}
+
+// dialNewImage creates an empty image of format and size bytes, serves it
+// with qemu-nbd and connects to it; it returns the client and the image.
+func dialNewImage(t *testing.T, format string, size int64) (*Client, string) {
+	t.Helper()
+	img := filepath.Join(t.TempDir(), "disk."+format)
+	testutil.RunCommand(t, "qemu-img", "create", "-q", "-f", format, img, strconv.FormatInt(size, 10))
+	return dial(t, qemuNBD(t, img, format), Options{}), img
 }
 
 // randomBytes returns n bytes from rng.

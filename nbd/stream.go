@@ -2,7 +2,6 @@ package nbd
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -113,32 +112,14 @@ func (c *Client) sendFrom(ctx context.Context, r io.Reader, off, n int64, buf []
 		return nil, context.Cause(ctx)
 	}
 
-	c.mu.Lock()
-	if c.err != nil || c.shutdown != nil {
-		err := c.err
-		if err == nil {
-			err = c.shutdown
-		}
-		c.mu.Unlock()
+	h, err := c.register(req)
+	if err != nil {
 		return nil, err
 	}
-	c.cookie++
-	req.cookie = c.cookie
-	c.pending[req.cookie] = req
-	c.mu.Unlock()
-
-	h := req.hdr[:]
-	binary.BigEndian.PutUint32(h[0:], magicRequest)
-	binary.BigEndian.PutUint16(h[6:], cmdWrite)
-	binary.BigEndian.PutUint64(h[8:], req.cookie)
-	binary.BigEndian.PutUint64(h[16:], req.off)
-	binary.BigEndian.PutUint32(h[24:], req.length)
 	w, err := c.write(ctx, h, buf[:got])
 	if err != nil && w == 0 && ctx.Err() != nil {
 		// Nothing went out: forget the request.
-		c.mu.Lock()
-		delete(c.pending, req.cookie)
-		c.mu.Unlock()
+		c.forget(req)
 		return nil, context.Cause(ctx)
 	}
 	for done := int64(got); err == nil && done < n; {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
-	"path/filepath"
 	"sync"
 	"testing"
 	"testing/iotest"
@@ -22,9 +21,7 @@ func TestWriteFromQemuNBD(t *testing.T) {
 	for _, format := range []string{"raw", "qcow2"} {
 		t.Run(format, func(t *testing.T) {
 			const size = 48 << 20
-			img := filepath.Join(t.TempDir(), "disk."+format)
-			testutil.RunCommand(t, "qemu-img", "create", "-q", "-f", format, img, "48M")
-			c := dial(t, qemuNBD(t, img, format), Options{})
+			c, _ := dialNewImage(t, format, size)
 			ctx := testutil.Context(t)
 			model := make([]byte, size)
 			rng := rand.New(rand.NewPCG(3, 4))
@@ -177,9 +174,7 @@ func (p *pausingReader) Read(b []byte) (int, error) {
 // connection at the same time: payloads never interleave on the wire.
 func TestWriteFromConcurrent(t *testing.T) {
 	const size = 24 << 20
-	img := filepath.Join(t.TempDir(), "disk.raw")
-	testutil.RunCommand(t, "qemu-img", "create", "-q", "-f", "raw", img, "24M")
-	c := dial(t, qemuNBD(t, img, "raw"), Options{})
+	c, _ := dialNewImage(t, "raw", size)
 	ctx := testutil.Context(t)
 	data := randomBytes(rand.New(rand.NewPCG(7, 8)), size)
 	third := int64(size / 3)
