@@ -330,6 +330,9 @@ func (c *copier) copyRange(ctx context.Context, off, length int64, buf []byte) e
 		return sw.WriteFrom(ctx, r, off, length)
 	}
 	if sr, ok := c.src.(backend.StreamReader); ok {
+		if cs, ok := c.dst.(chunkStreamer); ok {
+			return c.streamDownload(ctx, sr, cs, off, length, buf)
+		}
 		w := newTargetWriter(ctx, c.dst, off, buf, c.progress)
 		err := sr.ReadTo(ctx, w, off, length)
 		if err == nil {

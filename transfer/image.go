@@ -258,7 +258,9 @@ func Download(ctx context.Context, o DownloadOptions) (res Result, err error) {
 			err = serr
 		}
 	}()
-	local, err := nbdbackend.Open(ctx, srv.URL(), nbdbackend.Options{Sparse: true})
+	// One stream connection per worker: GET bodies go to the image as
+	// large NBD writes (see chunkStreamer).
+	local, err := nbdbackend.Open(ctx, srv.URL(), nbdbackend.Options{Sparse: true, StreamConns: workers})
 	if err != nil {
 		return res, err
 	}

@@ -48,6 +48,11 @@ type Options struct {
 	// without that context (a raw export) no extent is a hole, because a
 	// client may leave holes to a backing file of its own.
 	HolesFromDepth bool
+	// StreamConns opens this many more connections for WriteStream, one
+	// per stream at a time: a streamed request holds its connection while
+	// its payload arrives, so concurrent streams need their own. 0 streams
+	// on the main connection.
+	StreamConns int
 }
 
 // Backend is an open NBD export.
@@ -55,6 +60,10 @@ type Backend struct {
 	url    string
 	opts   Options
 	client *nbdc.Client
+	// streamConns are the connections of Options.StreamConns, idle ones
+	// in idle.
+	streamConns []*nbdc.Client
+	idle        chan *nbdc.Client
 }
 
 // Open connects to the export at url (any form nbd.ParseURL takes).
@@ -77,7 +86,20 @@ func Open(ctx context.Context, url string, opts Options) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening NBD backend %s: %w", addr.URL(), mapError(err))
 	}
-	return &Backend{url: addr.URL(), opts: opts, client: c}, nil
+	b := &Backend{url: addr.URL(), opts: opts, client: c}
+	if opts.StreamConns > 0 {
+		b.idle = make(chan *nbdc.Client, opts.StreamConns)
+		for range opts.StreamConns {
+			sc, err := nbdc.Dial(ctx, addr, nbdc.Options{})
+			if err != nil {
+				b.Close()
+				return nil, fmt.Errorf("opening NBD backend %s: stream connection: %w", addr.URL(), mapError(err))
+			}
+			b.streamConns = append(b.streamConns, sc)
+			b.idle <- sc
+		}
+	}
+	return b, nil
 }
 
 // Client returns the NBD connection, for callers that need more than the
@@ -183,7 +205,16 @@ func (b *Backend) WriteStream(ctx context.Context, r io.Reader, off, length, ste
 	if err := b.check(ctx, off, length, true); err != nil {
 		return fmt.Errorf("writing %s: %w", b.url, err)
 	}
-	if err := b.client.WriteFrom(ctx, r, off, length, step, buf, acked); err != nil {
+	c := b.client
+	if b.idle != nil {
+		select {
+		case c = <-b.idle:
+			defer func() { b.idle <- c }()
+		case <-ctx.Done():
+			return fmt.Errorf("writing %s: %w: %w", b.url, backend.ErrCanceled, ctx.Err())
+		}
+	}
+	if err := c.WriteFrom(ctx, r, off, length, step, buf, acked); err != nil {
 		return fmt.Errorf("writing %s: %w", b.url, mapError(err))
 	}
 	return nil
@@ -230,8 +261,12 @@ func (b *Backend) Flush(ctx context.Context) error {
 	if !b.client.Flags().CanFlush() {
 		return nil
 	}
-	if err := b.client.Flush(ctx); err != nil {
-		return fmt.Errorf("flushing %s: %w", b.url, mapError(err))
+	// Writes completed on one connection are not promised durable by a
+	// flush on another: flush each.
+	for _, c := range append([]*nbdc.Client{b.client}, b.streamConns...) {
+		if err := c.Flush(ctx); err != nil {
+			return fmt.Errorf("flushing %s: %w", b.url, mapError(err))
+		}
 	}
 	return nil
 }
@@ -282,8 +317,11 @@ func (b *Backend) Extents(ctx context.Context, name string) ([]backend.Extent, e
 
 // Close disconnects from the server.
 func (b *Backend) Close() error {
-	if err := b.client.Close(); err != nil {
-		return fmt.Errorf("closing %s: %w", b.url, err)
+	var first error
+	for _, c := range append([]*nbdc.Client{b.client}, b.streamConns...) {
+		if err := c.Close(); err != nil && first == nil {
+			first = fmt.Errorf("closing %s: %w", b.url, err)
+		}
 	}
-	return nil
+	return first
 }
