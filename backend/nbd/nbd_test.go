@@ -2,11 +2,13 @@ package nbd_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/imageio/imageio/backend"
@@ -263,5 +265,60 @@ func TestOpenErrors(t *testing.T) {
 	url := nbdkit(t, "memory", "size=1M")
 	if _, err := nbd.Open(ctx, url, nbd.Options{Dirty: true}); err == nil {
 		t.Error("dirty on a server without bitmaps: got no error")
+	}
+}
+
+// TestStreamConns streams more ranges at once than there are stream
+// connections into a raw image: each stream gets a connection of its own
+// (the others wait), Flush covers them all, and Close closes them all.
+func TestStreamConns(t *testing.T) {
+	const size, streams = 24 * MiB, 6
+	img := filepath.Join(t.TempDir(), "disk.raw")
+	testutil.RunCommand(t, "qemu-img", "create", "-q", "-f", "raw", img, strconv.Itoa(size))
+	url := qemuNBD(t, img, "raw") // --shared=8
+	b := open(t, url, nbd.Options{StreamConns: 2})
+	data := bytes.Repeat([]byte("streamed"), size/8)
+	ctx := testutil.Context(t)
+	errs := make(chan error, streams)
+	part := int64(size / streams)
+	for i := range streams {
+		go func() {
+			off := int64(i) * part
+			var acked int64
+			err := b.WriteStream(ctx, bytes.NewReader(data[off:off+part]), off, part, MiB, make([]byte, 64<<10), func(n int64) { acked += n })
+			if err == nil && acked != part {
+				err = errors.New("acknowledged " + strconv.FormatInt(acked, 10) + " bytes")
+			}
+			errs <- err
+		}()
+	}
+	for range streams {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatal("image content differs")
+	}
+	// All three connections are closed: clients can take all eight of
+	// qemu-nbd's slots at once.
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for range 8 {
+		c, err := nbd.Open(dctx, url, nbd.Options{})
+		if err != nil {
+			t.Fatalf("a slot is still taken: %v", err)
+		}
+		defer c.Close()
 	}
 }
