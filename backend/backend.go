@@ -111,6 +111,15 @@ type StreamWriter interface {
 	WriteFrom(ctx context.Context, r io.Reader, off, length int64) error
 }
 
+// ChunkWriter is implemented by backends that take a range from a reader
+// as requests of up to step bytes, each payload relayed from r through buf
+// while it is read (backend/nbd): the server gets large writes without the
+// caller holding them in memory. acked gets the bytes of each request the
+// server acknowledged, in order.
+type ChunkWriter interface {
+	WriteStream(ctx context.Context, r io.Reader, off, length, step int64, buf []byte, acked func(int64)) error
+}
+
 // StreamReader is implemented by backends that can send a long range to a
 // writer in one request (the HTTP backend: one GET with Range).
 type StreamReader interface {

@@ -194,7 +194,7 @@ type connBackend struct {
 	backend.Backend
 	bufferSize int
 	// chunkSize is the size of one backend request when the backend
-	// streams a PUT body (a chunkWriter); buffer_size uncapped.
+	// streams a PUT body (a backend.ChunkWriter); buffer_size uncapped.
 	chunkSize int
 	once      sync.Once
 	err       error

@@ -131,7 +131,7 @@ type writeResult struct {
 // run from offset, so the ticket's transferred ranges stay exact when
 // writes finish out of order or one fails.
 func (s *Service) copyIn(ctx context.Context, r *request, b *connBackend, op *ticket.Op, offset, size int64) error {
-	if cw, ok := b.Backend.(chunkWriter); ok {
+	if cw, ok := b.Backend.(backend.ChunkWriter); ok {
 		return s.streamIn(ctx, r, cw, b.chunkSize, op, offset, size)
 	}
 	if sw, ok := b.Backend.(backend.StreamWriter); ok {
@@ -252,19 +252,11 @@ func (s *Service) copyIn(ctx context.Context, r *request, b *connBackend, op *ti
 	return werr
 }
 
-// chunkWriter is a backend that takes a range from a reader in requests of
-// a given size, relaying each through a small buffer while it is read
-// (backend/nbd): the server gets large writes without the daemon holding
-// them in memory.
-type chunkWriter interface {
-	WriteStream(ctx context.Context, r io.Reader, off, length, step int64, buf []byte, acked func(int64)) error
-}
-
 // streamIn writes the request body to [offset, offset+size) of cw in
 // requests of chunk bytes. The operation counts the bytes the backend
 // acknowledged, in an unbroken run from offset. A short body writes the
 // requests that arrived whole and nothing of the one it cut.
-func (s *Service) streamIn(ctx context.Context, r *request, cw chunkWriter, chunk int, op *ticket.Op, offset, size int64) error {
+func (s *Service) streamIn(ctx context.Context, r *request, cw backend.ChunkWriter, chunk int, op *ticket.Op, offset, size int64) error {
 	if size <= 0 {
 		return nil
 	}

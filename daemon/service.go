@@ -33,7 +33,7 @@ const (
 	// MiB of memory with 4 connections (see docs/daemon.md).
 	MaxDataBuffer = 2 << 20
 	// MaxChunk caps the backend requests of a streamed PUT (see
-	// chunkWriter): the largest NBD request qemu-nbd takes.
+	// backend.ChunkWriter): the largest NBD request qemu-nbd takes.
 	MaxChunk = 32 << 20
 	// relaySize is the buffer a streamed PUT body moves through.
 	relaySize = 256 << 10

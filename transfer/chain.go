@@ -10,13 +10,6 @@ import (
 	"github.com/imageio/imageio/backend"
 )
 
-// chunkStreamer is a target that takes a range from a reader as large
-// requests, relaying each through a small buffer while it is read
-// (backend/nbd with stream connections).
-type chunkStreamer interface {
-	WriteStream(ctx context.Context, r io.Reader, off, length, step int64, buf []byte, acked func(int64)) error
-}
-
 const (
 	// streamStep is the size of the target's requests when a download
 	// streams into it: a local qemu-nbd spends far less per byte on large
@@ -31,7 +24,7 @@ const (
 // a GET after the bytes already taken, into dst as one stream of large
 // requests. Every GET attempt's body is read by the same stream, so a
 // retried GET continues the request it broke off instead of cutting it.
-func (c *copier) streamDownload(ctx context.Context, src backend.StreamReader, dst chunkStreamer, off, length int64, buf []byte) error {
+func (c *copier) streamDownload(ctx context.Context, src backend.StreamReader, dst backend.ChunkWriter, off, length int64, buf []byte) error {
 	ch := newBodyChain()
 	readDone := make(chan error, 1)
 	go func() {

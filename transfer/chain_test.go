@@ -60,7 +60,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// sinkStreamer is a chunkStreamer that reads length bytes into buf at off,
+// sinkStreamer is a backend.ChunkWriter that reads length bytes into buf at off,
 // or fails after failAt bytes.
 type sinkStreamer struct {
 	got    []byte

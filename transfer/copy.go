@@ -330,7 +330,7 @@ func (c *copier) copyRange(ctx context.Context, off, length int64, buf []byte) e
 		return sw.WriteFrom(ctx, r, off, length)
 	}
 	if sr, ok := c.src.(backend.StreamReader); ok {
-		if cs, ok := c.dst.(chunkStreamer); ok {
+		if cs, ok := c.dst.(backend.ChunkWriter); ok {
 			return c.streamDownload(ctx, sr, cs, off, length, buf)
 		}
 		w := newTargetWriter(ctx, c.dst, off, buf, c.progress)

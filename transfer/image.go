@@ -259,7 +259,7 @@ func Download(ctx context.Context, o DownloadOptions) (res Result, err error) {
 		}
 	}()
 	// One stream connection per worker: GET bodies go to the image as
-	// large NBD writes (see chunkStreamer).
+	// large NBD writes (see streamDownload).
 	local, err := nbdbackend.Open(ctx, srv.URL(), nbdbackend.Options{Sparse: true, StreamConns: workers})
 	if err != nil {
 		return res, err
