@@ -120,6 +120,15 @@ type ChunkWriter interface {
 	WriteStream(ctx context.Context, r io.Reader, off, length, step int64, buf []byte, acked func(int64)) error
 }
 
+// ChunkReader is implemented by backends that send a range to a writer as
+// requests of up to step bytes, each reply relayed to w through buf as it
+// arrives (backend/nbd): large reads without the caller holding them in
+// memory. It returns the bytes written to w; when w fails, its error is
+// returned as it is.
+type ChunkReader interface {
+	ReadStream(ctx context.Context, w io.Writer, off, length, step int64, buf []byte) (int64, error)
+}
+
 // StreamReader is implemented by backends that can send a long range to a
 // writer in one request (the HTTP backend: one GET with Range).
 type StreamReader interface {

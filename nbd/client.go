@@ -73,6 +73,9 @@ type request struct {
 	buf      []byte
 	canceled atomic.Bool
 
+	// stream, when set, takes the READ data instead of buf (ReadTo).
+	stream *handoff
+
 	// Fields used only by the reader goroutine until done is closed.
 	got      uint64            // READ bytes covered by data and hole chunks
 	replyErr error             // first error chunk of a structured reply
@@ -323,47 +326,58 @@ func (c *Client) pieces(ctx context.Context, cmd, flags uint16, off, length, ste
 // start registers and sends one request. For cmdRead, buf receives the
 // data; for cmdWrite it is the payload, written before start returns.
 func (c *Client) start(ctx context.Context, cmd, flags uint16, off, length int64, buf []byte) (*request, error) {
-	req := &request{
+	req := newRequest(cmd, flags, off, length)
+	var payload []byte
+	if cmd == cmdRead {
+		req.buf = buf
+	} else if cmd == cmdWrite {
+		payload = buf
+	}
+	if err := c.send(ctx, req, payload); err != nil {
+		return nil, err
+	}
+	return req, nil
+}
+
+func newRequest(cmd, flags uint16, off, length int64) *request {
+	return &request{
 		cmd:    cmd,
 		flags:  flags,
 		off:    uint64(off),
 		length: uint32(length),
 		done:   make(chan struct{}),
 	}
-	if cmd == cmdRead {
-		req.buf = buf
-	}
+}
+
+// send registers req and writes it with its payload.
+func (c *Client) send(ctx context.Context, req *request, payload []byte) error {
 	select {
 	case c.wsem <- struct{}{}:
 	case <-ctx.Done():
-		return nil, context.Cause(ctx)
+		return context.Cause(ctx)
 	}
 	defer func() { <-c.wsem }()
 
 	h, err := c.register(req)
 	if err != nil {
-		return nil, err
-	}
-	var payload []byte
-	if cmd == cmdWrite {
-		payload = buf
+		return err
 	}
 	n, err := c.write(ctx, h, payload)
 	if err == nil {
-		return req, nil
+		return nil
 	}
 	if n == 0 && ctx.Err() != nil {
 		// Nothing went out: the stream is intact, forget the request.
 		c.forget(req)
-		return nil, context.Cause(ctx)
+		return context.Cause(ctx)
 	}
 	if ctx.Err() != nil {
-		err = fmt.Errorf("interrupted sending %s: %w", commandName(cmd), context.Cause(ctx))
+		err = fmt.Errorf("interrupted sending %s: %w", commandName(req.cmd), context.Cause(ctx))
 	} else {
-		err = fmt.Errorf("sending %s: %w", commandName(cmd), err)
+		err = fmt.Errorf("sending %s: %w", commandName(req.cmd), err)
 	}
 	// The first failure wins: a write cut short by Close reports ErrClosed.
-	return nil, c.fail(err)
+	return c.fail(err)
 }
 
 // register gives req a cookie and makes it pending, and returns its

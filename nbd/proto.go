@@ -59,6 +59,7 @@ const (
 	// Command flags.
 	cmdFlagFUA      = 1 << 0
 	cmdFlagNoHole   = 1 << 1
+	cmdFlagDF       = 1 << 2
 	cmdFlagFastZero = 1 << 4
 
 	// Structured reply flags and chunk types.

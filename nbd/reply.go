@@ -164,18 +164,28 @@ func (c *Client) offsetHole(r io.Reader, req *request, length uint32) error {
 	if n == 0 || !inRequest(req, off, n) {
 		return protocolError("hole chunk at %d+%d outside read of %d+%d", off, n, req.off, req.length)
 	}
-	req.bufMu.Lock()
-	if !req.canceled.Load() {
-		clear(req.buf[off-req.off : off-req.off+n])
+	if req.stream != nil {
+		if err := req.stream.hand(nil, off-req.off, n); err != nil {
+			return err
+		}
+	} else {
+		req.bufMu.Lock()
+		if !req.canceled.Load() {
+			clear(req.buf[off-req.off : off-req.off+n])
+		}
+		req.bufMu.Unlock()
 	}
-	req.bufMu.Unlock()
 	req.got += n
 	return nil
 }
 
 // readData reads n bytes of READ data into req.buf at i, or discards them
-// when the request was abandoned.
+// when the request was abandoned. A streamed request's data is handed to
+// its ReadTo instead.
 func (c *Client) readData(r io.Reader, req *request, i, n uint64) error {
+	if req.stream != nil {
+		return req.stream.hand(r, i, n)
+	}
 	req.bufMu.Lock()
 	defer req.bufMu.Unlock()
 	if req.canceled.Load() {

@@ -34,14 +34,7 @@ func (c *Client) WriteFrom(ctx context.Context, r io.Reader, off, length, step i
 	if length > 0 && len(buf) == 0 {
 		return errors.New("writing from a reader: no buffer")
 	}
-	switch {
-	case step <= 0 || step > c.maxIO:
-		step = c.maxIO
-	case c.step(step) > 0:
-		step = c.step(step)
-	default: // smaller than the server's minimum block
-		step = int64(c.info.blockSize.Min)
-	}
+	step = c.stepFor(step)
 	var sent []*request // sent whole, not yet acknowledged, in order
 	broken := false     // a request failed: nothing more is acknowledged
 	var first error

@@ -325,6 +325,9 @@ func (c *copier) do(ctx context.Context, j job, buf []byte) error {
 // copyRange copies data; progress is reported as it goes.
 func (c *copier) copyRange(ctx context.Context, off, length int64, buf []byte) error {
 	if sw, ok := c.dst.(backend.StreamWriter); ok {
+		if cr, ok := c.src.(backend.ChunkReader); ok {
+			return sw.WriteFrom(ctx, newRelaySource(ctx, c.src, cr, off, length, buf, c.progress), off, length)
+		}
 		r := newSourceReader(ctx, c.src, off, length, buf, c.progress)
 		defer r.finish()
 		return sw.WriteFrom(ctx, r, off, length)

@@ -116,7 +116,9 @@ func Upload(ctx context.Context, o UploadOptions) (res Result, err error) {
 			err = serr
 		}
 	}()
-	source, err := nbdbackend.Open(ctx, srv.URL(), nbdbackend.Options{ReadOnly: true})
+	// A stream connection per worker: each PUT's body is relayed from
+	// its own connection's replies.
+	source, err := nbdbackend.Open(ctx, srv.URL(), nbdbackend.Options{ReadOnly: true, StreamConns: workers})
 	if err != nil {
 		return res, err
 	}

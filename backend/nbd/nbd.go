@@ -48,10 +48,10 @@ type Options struct {
 	// without that context (a raw export) no extent is a hole, because a
 	// client may leave holes to a backing file of its own.
 	HolesFromDepth bool
-	// StreamConns opens this many more connections for WriteStream, one
-	// per stream at a time: a streamed request holds its connection while
-	// its payload arrives, so concurrent streams need their own. 0 streams
-	// on the main connection.
+	// StreamConns opens this many more connections for WriteStream and
+	// ReadStream, one per stream at a time: a streamed request holds its
+	// connection while its payload or reply moves, so concurrent streams
+	// need their own. 0 streams on the main connection.
 	StreamConns int
 }
 
@@ -205,19 +205,67 @@ func (b *Backend) WriteStream(ctx context.Context, r io.Reader, off, length, ste
 	if err := b.check(ctx, off, length, true); err != nil {
 		return fmt.Errorf("writing %s: %w", b.url, err)
 	}
-	c := b.client
-	if b.idle != nil {
-		select {
-		case c = <-b.idle:
-			defer func() { b.idle <- c }()
-		case <-ctx.Done():
-			return fmt.Errorf("writing %s: %w: %w", b.url, backend.ErrCanceled, ctx.Err())
-		}
+	c, put, err := b.streamConn(ctx)
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", b.url, err)
 	}
+	defer put()
 	if err := c.WriteFrom(ctx, r, off, length, step, buf, acked); err != nil {
 		return fmt.Errorf("writing %s: %w", b.url, mapError(err))
 	}
 	return nil
+}
+
+// ReadStream writes [off, off+length) to w as NBD reads of up to step
+// bytes, each reply relayed to w through buf as it arrives (see
+// nbd.Client.ReadTo). It returns the bytes written to w; w's own error is
+// returned unwrapped, so the caller can tell it from a source failure.
+func (b *Backend) ReadStream(ctx context.Context, w io.Writer, off, length, step int64, buf []byte) (int64, error) {
+	if err := b.check(ctx, off, length, false); err != nil {
+		return 0, fmt.Errorf("reading %s: %w", b.url, err)
+	}
+	c, put, err := b.streamConn(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("reading %s: %w", b.url, err)
+	}
+	defer put()
+	ew := &writeErr{w: w}
+	n, err := c.ReadTo(ctx, ew, off, length, step, buf)
+	switch {
+	case err == nil:
+		return n, nil
+	case ew.err != nil && err == ew.err:
+		return n, err
+	}
+	return n, fmt.Errorf("reading %s: %w", b.url, mapError(err))
+}
+
+// writeErr remembers the error of its writer.
+type writeErr struct {
+	w   io.Writer
+	err error
+}
+
+func (e *writeErr) Write(p []byte) (int, error) {
+	n, err := e.w.Write(p)
+	if err != nil {
+		e.err = err
+	}
+	return n, err
+}
+
+// streamConn takes a connection for a stream: an idle stream connection
+// when the backend has them (put gives it back), else the main one.
+func (b *Backend) streamConn(ctx context.Context) (c *nbdc.Client, put func(), err error) {
+	if b.idle == nil {
+		return b.client, func() {}, nil
+	}
+	select {
+	case c = <-b.idle:
+		return c, func() { b.idle <- c }, nil
+	case <-ctx.Done():
+		return nil, nil, fmt.Errorf("%w: %w", backend.ErrCanceled, ctx.Err())
+	}
 }
 
 // zeroBuffer is written when the server cannot zero; it is never changed.
