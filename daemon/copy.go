@@ -29,6 +29,9 @@ func (s *Service) copyOut(ctx context.Context, w io.Writer, tc *timeoutConn, b *
 	if sr, ok := b.Backend.(backend.StreamReader); ok {
 		return sr.ReadTo(ctx, &opWriter{w: w, op: op}, offset, size)
 	}
+	if cr, ok := b.Backend.(backend.ChunkReader); ok {
+		return s.relayOut(ctx, w, tc, cr, int64(b.chunkSize), op, offset, size)
+	}
 	if size <= 0 {
 		return nil
 	}
@@ -84,6 +87,51 @@ func (s *Service) copyOut(ctx context.Context, w io.Writer, tc *timeoutConn, b *
 			next += n
 		}
 	}
+}
+
+// relayOut sends [offset, offset+size) of cr to w as the backend's replies
+// arrive, in reads of step bytes (the backend's request size) relayed
+// through one pooled relaySize buffer: no data buffers per connection.
+// An NBD server holds up to two such reads per connection. When tc is not nil (TLS), the
+// records of each relayed piece are corked into one socket write.
+func (s *Service) relayOut(ctx context.Context, w io.Writer, tc *timeoutConn, cr backend.ChunkReader, step int64, op *ticket.Op, offset, size int64) error {
+	if size <= 0 {
+		return nil
+	}
+	buf := s.bufs.get(relaySize)
+	defer s.bufs.put(buf)
+	sw := &sendWriter{w: w, tc: tc, op: op}
+	if tc != nil {
+		corkp := s.bufs.get(corkSize)
+		defer s.bufs.put(corkp)
+		sw.cork = *corkp
+	}
+	if _, err := cr.ReadStream(ctx, sw, offset, size, step, *buf); err != nil {
+		if sw.err != nil {
+			return fmt.Errorf("sending: %w", sw.err)
+		}
+		return fmt.Errorf("reading %d bytes at %d: %w", size, offset, err)
+	}
+	return nil
+}
+
+// sendWriter sends what it is given with send and counts it in op; it
+// keeps the first error.
+type sendWriter struct {
+	w    io.Writer
+	tc   *timeoutConn
+	cork []byte
+	op   *ticket.Op
+	err  error
+}
+
+func (sw *sendWriter) Write(p []byte) (int, error) {
+	if err := send(sw.w, sw.tc, sw.cork, p); err != nil {
+		sw.err = err
+		return 0, err
+	}
+	sw.op.Add(int64(len(p)))
+	return len(p), nil
 }
 
 // send writes p to w, corking tc with cork while it does when tc is not

@@ -3,6 +3,7 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -185,6 +186,56 @@ func TestCancelDuringNBDUpload(t *testing.T) {
 	}
 	if tk.Status().Active {
 		t.Error("transfer still active after the cancel")
+	}
+}
+
+// TestCancelDuringNBDDownload deletes the ticket of a GET relayed from a
+// slow NBD server: the response is cut short, the transfer ends, and the
+// daemon serves the same export under a new ticket.
+func TestCancelDuringNBDDownload(t *testing.T) {
+	const size = 8 << 20
+	url := startNBDKit(t, "--filter=delay", "pattern", fmt.Sprint("size=", size), "rdelay=50ms")
+	e := startDaemon(t, nil)
+	e.addTicket(t, "cancel-ticket-002", url, size, `["read"]`)
+	done := make(chan int64, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "GET", e.base+"/images/cancel-ticket-002", nil)
+		resp, err := e.https.Do(req)
+		if err != nil {
+			done <- -1
+			return
+		}
+		defer resp.Body.Close()
+		n, _ := io.Copy(io.Discard, resp.Body)
+		done <- n
+	}()
+	tk, err := e.d.Tickets.Get("cancel-ticket-002")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "an active transfer", func() bool { return tk.Status().Active })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := e.ctl.DelTicket(ctx, "cancel-ticket-002"); err != nil {
+		t.Fatalf("DelTicket: %v", err)
+	}
+	if n := <-done; n >= size {
+		t.Errorf("canceled download sent all %d bytes", n)
+	}
+	if tk.Status().Active {
+		t.Error("transfer still active after the cancel")
+	}
+	e.addTicket(t, "after-cancel-0002", url, size, `["read"]`)
+	code, body := get(t, e.https, e.base+"/images/after-cancel-0002")
+	if code != http.StatusOK || len(body) != size {
+		t.Fatalf("GET after the cancel = %d, %d bytes", code, len(body))
+	}
+	for off := 0; off < size; off += 8 {
+		if binary.BigEndian.Uint64(body[off:]) != uint64(off) {
+			t.Fatalf("GET after the cancel: wrong data at %d", off)
+		}
 	}
 }
 
