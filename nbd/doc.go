@@ -9,8 +9,11 @@
 //
 // A Client is safe for concurrent use: many requests from many goroutines
 // are in flight on one connection at the same time and their replies are
-// matched by cookie, so one connection can keep a server busy. Extents
-// merges the block status contexts into zero/hole (or dirty/zero) runs.
+// matched by cookie, so one connection can keep a server busy. WriteFrom
+// and ReadTo stream large requests through a small buffer: a write's
+// payload from a reader, a read's reply (unfragmented, NBD_CMD_FLAG_DF)
+// to a writer. Extents merges the block status contexts into zero/hole
+// (or dirty/zero) runs.
 //
 // The package is hand-written because the libnbd Go bindings cannot be
 // had from the Go module proxy: they are built from the libnbd source tree
