@@ -145,7 +145,7 @@ func tlsFlags(o *transferOptions) []cli.Flag {
 func workerFlags(o *transferOptions) []cli.Flag {
 	return []cli.Flag{
 		&cli.IntFlag{Name: "max-workers", Usage: "copy with up to `N` connections (1-8; capped by the server)", Value: defWorkers, Destination: &o.MaxWorkers, Category: catTransfer},
-		&cli.StringFlag{Name: "buffer-size", Usage: "move data in chunks of `SIZE` (64k-32m; k, m, g suffixes)", Value: defBufferSize, Destination: &o.BufferSize, Category: catTransfer},
+		&cli.StringFlag{Name: "buffer-size", Usage: "use a buffer of `SIZE` per worker (64k-32m; k, m, g suffixes)", Value: defBufferSize, Destination: &o.BufferSize, Category: catTransfer},
 	}
 }
 
