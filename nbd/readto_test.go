@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"io"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -297,4 +299,192 @@ func TestReadToFakeServer(t *testing.T) {
 			t.Fatalf("ReadTo returned after %v", d)
 		}
 	})
+}
+
+// shortWriter takes at most 100 bytes a call and says nothing of the rest.
+type shortWriter struct{ n int }
+
+func (w *shortWriter) Write(p []byte) (int, error) {
+	k := min(len(p), 100)
+	w.n += k
+	return k, nil
+}
+
+// cancelWriter cancels a context at its first write and takes everything.
+type cancelWriter struct {
+	cancel context.CancelFunc
+	n      int
+}
+
+func (w *cancelWriter) Write(p []byte) (int, error) {
+	w.cancel()
+	w.n += len(p)
+	return len(p), nil
+}
+
+// TestReadToFailures covers replies that end badly and callers that go
+// away in the middle of a reply.
+func TestReadToFailures(t *testing.T) {
+	const size = 8 << 20
+	errorAt := func(c *fakeConn, req fakeRequest, at uint64) {
+		p := binary.BigEndian.AppendUint32(nil, EIO)
+		p = binary.BigEndian.AppendUint16(p, 0)
+		p = binary.BigEndian.AppendUint64(p, at)
+		c.chunk(replyFlagDone, chunkErrorOffset, req.cookie, p)
+	}
+	for _, bad := range []int{0, 2} {
+		t.Run(fmt.Sprintf("data, then an error for request %d of 3", bad), func(t *testing.T) {
+			// The spec lets the error chunk follow the data it spoils: the
+			// range must never arrive whole.
+			fs := &fakeServer{structured: true, size: size, flags: uint16(FlagSendDF), serve: func(c *fakeConn) {
+				for i := 0; ; i++ {
+					req, ok := c.request()
+					if !ok {
+						return
+					}
+					if i != bad {
+						c.answer(req)
+						continue
+					}
+					data := binary.BigEndian.AppendUint64(nil, req.off)
+					c.chunk(0, chunkOffsetData, req.cookie, append(data, pattern(req.off, req.length)...))
+					errorAt(c, req, req.off+100)
+				}
+			}}
+			c := dial(t, fs.start(t), Options{MetaContexts: []string{}})
+			var w bytes.Buffer
+			got, err := c.ReadTo(boundedContext(t, 10*time.Second), &w, 0, 3<<20, 1<<20, make([]byte, 64<<10))
+			if errnoOf(err) != EIO {
+				t.Fatalf("error = %v, want EIO", err)
+			}
+			if got >= 3<<20 || int(got) != w.Len() {
+				t.Fatalf("wrote %d bytes (%d in the writer) of a range whose reply failed", got, w.Len())
+			}
+		})
+	}
+	t.Run("server stalls mid-data, context ends", func(t *testing.T) {
+		fs := &fakeServer{structured: true, size: size, flags: uint16(FlagSendDF), serve: func(c *fakeConn) {
+			req, ok := c.request()
+			if !ok {
+				return
+			}
+			// A chunk header for the whole request and only half its data.
+			b := chunkBytes(0, chunkOffsetData, req.cookie, nil)
+			binary.BigEndian.PutUint32(b[16:], 8+req.length)
+			b = binary.BigEndian.AppendUint64(b, req.off)
+			c.write(append(b, pattern(req.off, req.length/2)...))
+			for {
+				if _, ok := c.request(); !ok {
+					return
+				}
+			}
+		}}
+		c := dial(t, fs.start(t), Options{MetaContexts: []string{}})
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		_, err := c.ReadTo(ctx, io.Discard, 0, 1<<20, 1<<20, make([]byte, 64<<10))
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("error = %v, want the context's", err)
+		}
+		if d := time.Since(start); d > abandonGrace+3*time.Second {
+			t.Fatalf("ReadTo returned after %v", d)
+		}
+	})
+	t.Run("canceled mid-reply, connection usable", func(t *testing.T) {
+		c, _ := dialNewImage(t, "raw", size)
+		rng := rand.New(rand.NewPCG(9, 10))
+		model := randomBytes(rng, size)
+		ctx := testutil.Context(t)
+		if err := c.WriteAt(ctx, model, 0); err != nil {
+			t.Fatal(err)
+		}
+		cctx, cancel := context.WithCancel(ctx)
+		w := &cancelWriter{cancel: cancel}
+		if _, err := c.ReadTo(cctx, w, 0, size, 4<<20, make([]byte, 64<<10)); !errors.Is(err, context.Canceled) {
+			t.Fatalf("error = %v, want Canceled", err)
+		}
+		if w.n != 64<<10 {
+			t.Errorf("the writer got %d bytes after the cancel, want only the first piece", w.n)
+		}
+		p := make([]byte, 1<<20)
+		if err := c.ReadAt(ctx, p, 4096); err != nil || !bytes.Equal(p, model[4096:4096+len(p)]) {
+			t.Fatalf("ReadAt after a canceled ReadTo: %v", err)
+		}
+	})
+	t.Run("short write", func(t *testing.T) {
+		c, _ := dialNewImage(t, "raw", size)
+		w := &shortWriter{}
+		got, err := c.ReadTo(testutil.Context(t), w, 0, 1<<20, 0, make([]byte, 64<<10))
+		if !errors.Is(err, io.ErrShortWrite) || got != int64(w.n) {
+			t.Fatalf("ReadTo = %d, %v; want io.ErrShortWrite after %d bytes", got, err, w.n)
+		}
+	})
+}
+
+// TestReadToFragmentedDF answers each read with a hole chunk first and its
+// data later, and does not send that data until it has waited a while for
+// the next request: a client that sent the next request as soon as the
+// first chunk arrived would get the next reply before the current one's
+// data.
+func TestReadToFragmentedDF(t *testing.T) {
+	fs := &fakeServer{structured: true, size: 4 << 20, flags: uint16(FlagSendDF), serve: func(c *fakeConn) {
+		req, ok := c.request()
+		for ok {
+			hole := binary.BigEndian.AppendUint64(nil, req.off)
+			hole = binary.BigEndian.AppendUint32(hole, 512)
+			c.chunk(0, chunkOffsetHole, req.cookie, hole)
+			c.conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			early, gotEarly := c.request()
+			c.conn.SetReadDeadline(time.Time{})
+			if gotEarly {
+				c.answer(early)
+			}
+			data := binary.BigEndian.AppendUint64(nil, req.off+512)
+			c.chunk(replyFlagDone, chunkOffsetData, req.cookie, append(data, pattern(req.off+512, req.length-512)...))
+			if gotEarly {
+				// The early reply went out first: the stream is now
+				// wrong for an ordered client, which is what this
+				// test is for; stop here.
+				return
+			}
+			req, ok = c.request()
+		}
+	}}
+	c := dial(t, fs.start(t), Options{MetaContexts: []string{}})
+	var w bytes.Buffer
+	if _, err := c.ReadTo(boundedContext(t, 20*time.Second), &w, 0, 3<<20, 1<<20, make([]byte, 64<<10)); err != nil {
+		t.Fatal(err)
+	}
+	want := pattern(0, 3<<20)
+	for o := 0; o < 3<<20; o += 1 << 20 {
+		clear(want[o : o+512])
+	}
+	if !bytes.Equal(w.Bytes(), want) {
+		t.Fatal("wrong data")
+	}
+}
+
+// TestReadToOverflow refuses unfragmented reads over 64 KiB with
+// EOVERFLOW, as the spec allows: ReadTo reads the rest without DF.
+func TestReadToOverflow(t *testing.T) {
+	fs := &fakeServer{structured: true, size: 4 << 20, flags: uint16(FlagSendDF), serve: func(c *fakeConn) {
+		for {
+			req, ok := c.request()
+			if !ok {
+				return
+			}
+			if req.flags&cmdFlagDF != 0 && req.length > 64<<10 {
+				c.simple(EOVERFLOW, req.cookie, nil)
+				continue
+			}
+			c.answer(req)
+		}
+	}}
+	c := dial(t, fs.start(t), Options{MetaContexts: []string{}})
+	var w bytes.Buffer
+	got, err := c.ReadTo(boundedContext(t, 10*time.Second), &w, 1000, 2<<20, 1<<20, make([]byte, 64<<10))
+	if err != nil || got != 2<<20 || !bytes.Equal(w.Bytes(), pattern(1000, 2<<20)) {
+		t.Fatalf("ReadTo = %d, %v; want the range read without DF", got, err)
+	}
 }
