@@ -95,18 +95,9 @@ func (r *relaySource) Read(p []byte) (int, error) {
 }
 
 func (r *relaySource) Seek(offset int64, whence int) (int64, error) {
-	switch whence {
-	case io.SeekStart:
-	case io.SeekCurrent:
-		offset += r.pos
-	case io.SeekEnd:
-		offset += r.length
-	default:
-		return 0, errors.New("seeking: invalid whence")
+	pos, err := seekPos(r.pos, r.length, offset, whence)
+	if err == nil {
+		r.pos = pos
 	}
-	if offset < 0 {
-		return 0, errors.New("seeking: negative position")
-	}
-	r.pos = offset
-	return offset, nil
+	return pos, err
 }

@@ -189,19 +189,28 @@ func (r *sourceReader) WriteNTo(w io.Writer, n int64) (int64, error) {
 }
 
 func (r *sourceReader) Seek(offset int64, whence int) (int64, error) {
+	pos, err := seekPos(r.pos, r.length, offset, whence)
+	if err == nil {
+		r.pos = pos
+	}
+	return pos, err
+}
+
+// seekPos returns where Seek(offset, whence) goes from pos in a range of
+// length bytes.
+func seekPos(pos, length, offset int64, whence int) (int64, error) {
 	switch whence {
 	case io.SeekStart:
 	case io.SeekCurrent:
-		offset += r.pos
+		offset += pos
 	case io.SeekEnd:
-		offset += r.length
+		offset += length
 	default:
 		return 0, errors.New("seeking: invalid whence")
 	}
 	if offset < 0 {
 		return 0, errors.New("seeking: negative position")
 	}
-	r.pos = offset
 	return offset, nil
 }
 
