@@ -92,8 +92,9 @@ func (s *Service) copyOut(ctx context.Context, w io.Writer, tc *timeoutConn, b *
 // relayOut sends [offset, offset+size) of cr to w as the backend's replies
 // arrive, in reads of step bytes (the backend's request size) relayed
 // through one pooled relaySize buffer: no data buffers per connection.
-// An NBD server holds up to two such reads per connection. When tc is not nil (TLS), the
-// records of each relayed piece are corked into one socket write.
+// An NBD server holds up to two such reads per connection. When tc is not
+// nil (TLS), the records of each relayed piece are corked into one socket
+// write.
 func (s *Service) relayOut(ctx context.Context, w io.Writer, tc *timeoutConn, cr backend.ChunkReader, step int64, op *ticket.Op, offset, size int64) error {
 	if size <= 0 {
 		return nil
