@@ -279,17 +279,24 @@ func TestReadToFakeServer(t *testing.T) {
 			}
 		}}
 		c := dial(t, fs.start(t), Options{MetaContexts: []string{}})
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		defer cancel()
-		start := time.Now()
-		_, err := c.ReadTo(ctx, &bytes.Buffer{}, 0, 2<<20, 1<<20, make([]byte, 4096))
-		if !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("error = %v, want the context's", err)
-		}
-		if d := time.Since(start); d > 10*time.Second {
-			t.Fatalf("ReadTo returned after %v", d)
-		}
+		readToDeadline(t, c, 2<<20, make([]byte, 4096), 10*time.Second)
 	})
+}
+
+// readToDeadline runs ReadTo of length bytes in 1 MiB requests under a
+// 200 ms deadline, and wants the deadline's error within limit.
+func readToDeadline(t *testing.T, c *Client, length int64, buf []byte, limit time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := c.ReadTo(ctx, io.Discard, 0, length, 1<<20, buf)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("error = %v, want the context's", err)
+	}
+	if d := time.Since(start); d > limit {
+		t.Fatalf("ReadTo returned after %v", d)
+	}
 }
 
 // shortWriter takes at most 100 bytes a call and says nothing of the rest.
@@ -371,16 +378,7 @@ func TestReadToFailures(t *testing.T) {
 			}
 		}}
 		c := dial(t, fs.start(t), Options{MetaContexts: []string{}})
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		defer cancel()
-		start := time.Now()
-		_, err := c.ReadTo(ctx, io.Discard, 0, 1<<20, 1<<20, make([]byte, 64<<10))
-		if !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("error = %v, want the context's", err)
-		}
-		if d := time.Since(start); d > abandonGrace+3*time.Second {
-			t.Fatalf("ReadTo returned after %v", d)
-		}
+		readToDeadline(t, c, 1<<20, make([]byte, 64<<10), abandonGrace+3*time.Second)
 	})
 	t.Run("canceled mid-reply, connection usable", func(t *testing.T) {
 		c, _ := dialNewImage(t, "raw", size)
